@@ -1,0 +1,369 @@
+"""Configuration: typed dataclasses, the ``smoke`` / ``demo`` / ``paper`` presets,
+YAML files and ``--set section.key=value`` overrides.
+
+Every stage of the pipeline reads only its own section plus the shared top level, and
+the run manifest hashes exactly the fields a stage's result depends on
+(``stage_fingerprint`` in ``paw_ray.train.manifest``). Fields marked ``RESOURCE`` say
+*where* work runs (workers, GPUs, CPUs) and not *what* it computes: changing them
+never invalidates a finished stage.
+
+The ``paper`` preset is DESIGN.md §1: 224x224 inputs, TNet FRL, SNet3 subnets, 64x64
+parts; SGD with momentum 0.9 and weight decay 5e-4; FRL lr 1e-4 for 10 epochs at batch
+128, part subnets 15 epochs, fusion lr 0.1, fine-tuning lr 1e-3.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from paw_ray.errors import PawRayError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "StageConfig",
+    "FRLConfig",
+    "LocalizeConfig",
+    "HintConfig",
+    "WholeConfig",
+    "PartsConfig",
+    "FusionConfig",
+    "FinetuneConfig",
+    "EvaluateConfig",
+    "RayConfig",
+    "ConfigError",
+    "PRESETS",
+    "preset",
+    "apply_overrides",
+    "load_yaml",
+    "from_dict",
+    "to_dict",
+    "RESOURCE",
+]
+
+RESOURCE = {"resource": True}  # field metadata: placement only, never part of a stage's hash
+
+
+class ConfigError(PawRayError, ValueError):
+    """A configuration that names an unknown key or holds a value of the wrong type."""
+
+
+def _resource(default: Any) -> Any:
+    return field(default=default, metadata=RESOURCE)
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # prepared shards (local path or URI); "" = SynthFaces made for this preset
+    image_size: int = 224  # network input side; shards are resized to it
+    part_size: int = 64  # part window side at image_size (64 at 224 in the paper)
+    synth_n: int = 6000  # SynthFaces images when path is "" (80/10/10 train/val/test)
+    synth_seed: int = 0
+    synth_label_noise: float = 0.0
+    op_cpus: float = _resource(0.25)  # CPUs per Ray Data read/map task (fractional leaves room for trainers)
+
+
+@dataclass
+class StageConfig:
+    """What every trained stage shares: SGD and where it runs."""
+
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    num_workers: int = _resource(1)  # Ray Train workers (DDP)
+    use_gpu: bool = _resource(False)
+    cpus_per_worker: float = _resource(1.0)
+    max_failures: int = _resource(2)  # Ray Train FailureConfig
+
+
+@dataclass
+class FRLConfig(StageConfig):
+    width: float = 1.0  # channel multiplier of TNet's conv modules (1.0 = Table 3)
+    maps_per_attribute: int = 32  # N: maps per attribute branch (40 x N = 1280 at 1.0)
+    mnl: bool = True  # multi-net learning: joint classification branch (paper §3.2)
+    mnl_hidden: int = 1024  # width of the classification branch's first FC layer
+
+
+@dataclass
+class LocalizeConfig:
+    batch_size: int = _resource(128)
+    num_actors: int = _resource(1)  # FRL replicas in the Ray Data actor pool
+    gpus_per_actor: float = _resource(0.0)
+
+
+@dataclass
+class HintConfig(StageConfig):
+    lambda1: float = 1.0  # weight of L_hint (paper stage a)
+    lambda2: float = 0.0  # weight of the attribute loss
+
+
+@dataclass
+class WholeConfig(StageConfig):
+    lambda1: float = 0.0  # paper stage b: attribute loss only
+    lambda2: float = 1.0
+
+
+@dataclass
+class PartsConfig(StageConfig):
+    source: str = "frl"  # "frl": centres from the FRL heatmaps; "grid": fixed 4x4 blocks
+    num_cpus: float = _resource(1.0)  # per part task
+    num_gpus: float = _resource(0.0)  # per part task; fractional shares a GPU
+    max_retries: int = _resource(3)
+
+
+@dataclass
+class FusionConfig(StageConfig):
+    pass
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    pass
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = _resource(128)
+
+
+@dataclass
+class RayConfig:
+    address: str = _resource("")  # "" = start a local Ray; "auto" or host:port = join
+    num_cpus: int = _resource(0)  # local Ray only; 0 = all cores
+
+
+@dataclass
+class Config:
+    preset: str = "paper"
+    seed: int = 0
+    student: str = "snet3"  # snet1 | snet2 | snet3: builds g_0 and the part subnets
+    student_width: float = 1.0
+    max_steps: int = 0  # >0: at most this many optimiser steps per stage (dry run)
+    data: DataConfig = field(default_factory=DataConfig)
+    frl: FRLConfig = field(default_factory=lambda: FRLConfig(epochs=10, lr=1e-2, batch_size=128))
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    hint: HintConfig = field(default_factory=lambda: HintConfig(epochs=5, lr=1e-2, batch_size=128))
+    whole: WholeConfig = field(default_factory=lambda: WholeConfig(epochs=10, lr=1e-2, batch_size=128))
+    parts: PartsConfig = field(default_factory=lambda: PartsConfig(epochs=15, lr=1e-2, batch_size=128))
+    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(epochs=3, lr=0.1, batch_size=128))
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=3, lr=1e-3, batch_size=64))
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+# --------------------------------------------------------------------------- presets
+
+def _paper() -> Config:
+    return Config(preset="paper")
+
+
+def _demo() -> Config:
+    cfg = Config(preset="demo")
+    cfg.data = DataConfig(image_size=96, part_size=28, synth_n=6000)
+    cfg.frl = FRLConfig(epochs=8, lr=0.02, batch_size=64, width=0.25, maps_per_attribute=8, mnl_hidden=256)
+    cfg.hint = HintConfig(epochs=3, lr=0.02, batch_size=64)
+    cfg.whole = WholeConfig(epochs=8, lr=0.02, batch_size=64)
+    cfg.parts = PartsConfig(epochs=4, lr=0.01, batch_size=64)
+    cfg.fusion = FusionConfig(epochs=3, lr=0.1, batch_size=64)
+    cfg.finetune = FinetuneConfig(epochs=2, lr=1e-3, batch_size=64)
+    cfg.student_width = 1.0
+    return cfg
+
+
+def _smoke() -> Config:
+    cfg = Config(preset="smoke")
+    cfg.data = DataConfig(image_size=48, part_size=16, synth_n=480)
+    cfg.frl = FRLConfig(epochs=2, lr=0.02, batch_size=32, width=0.125, maps_per_attribute=4, mnl_hidden=64,
+                        num_workers=2, cpus_per_worker=0.5)
+    cfg.hint = HintConfig(epochs=1, lr=0.02, batch_size=32, cpus_per_worker=0.5)
+    cfg.whole = WholeConfig(epochs=2, lr=0.02, batch_size=32, cpus_per_worker=0.5)
+    cfg.parts = PartsConfig(epochs=1, lr=0.01, batch_size=32, num_cpus=0.5)
+    cfg.fusion = FusionConfig(epochs=1, lr=0.1, batch_size=32, cpus_per_worker=0.5)
+    cfg.finetune = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, cpus_per_worker=0.5)
+    cfg.student_width = 0.5
+    cfg.evaluate = EvaluateConfig(batch_size=64)
+    cfg.localize = LocalizeConfig(batch_size=64)
+    return cfg
+
+
+PRESETS = {"smoke": _smoke, "demo": _demo, "paper": _paper}
+
+
+def preset(name: str) -> Config:
+    """A fresh ``Config`` of preset ``name``."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# --------------------------------------------------------------------------- dict / YAML
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check ``value`` against ``typ`` (str/int/float/bool); strings from the command line are parsed."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: unsupported union type")  # no such fields today
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {typ}")
+
+
+def _merge(obj: Any, updates: dict[str, Any], prefix: str) -> None:
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {updates!r}")
+    types_ = _field_types(type(obj))
+    unknown = sorted(set(updates) - set(types_))
+    if unknown:
+        known = ", ".join(sorted(types_))
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; known keys here: {known}")
+    for key, value in updates.items():
+        typ = types_[key]
+        if dataclasses.is_dataclass(typ):
+            _merge(getattr(obj, key), value, f"{prefix}{key}.")
+        else:
+            setattr(obj, key, _coerce(value, typ, prefix + key))
+
+
+def from_dict(obj: dict[str, Any], base: Config | None = None) -> Config:
+    """A ``Config`` from a (possibly partial) nested dict; ``preset`` picks the base."""
+    obj = dict(obj or {})
+    if base is None:
+        base = preset(str(obj.get("preset", "demo")))
+    cfg = copy.deepcopy(base)
+    _merge(cfg, obj, "")
+    validate(cfg)
+    return cfg
+
+
+def load_yaml(path: str, base: Config | None = None) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    try:
+        return from_dict(obj or {}, base)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (``--set``); unknown keys are an error naming them."""
+    nested: dict[str, Any] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = nested
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p} is not a section")
+        node[parts[-1]] = value.strip()
+    cfg = copy.deepcopy(cfg)
+    _merge(cfg, nested, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Values that type-check but make no sense: a clear error naming the key."""
+    problems = []
+    if cfg.preset not in PRESETS:
+        problems.append(f"preset: {cfg.preset!r} is not one of {sorted(PRESETS)}")
+    if cfg.student not in ("snet1", "snet2", "snet3"):
+        problems.append(f"student: {cfg.student!r} is not one of snet1, snet2, snet3")
+    if cfg.parts.source not in ("frl", "grid"):
+        problems.append(f"parts.source: {cfg.parts.source!r} is not one of frl, grid")
+    if cfg.max_steps < 0:
+        problems.append("max_steps: must be >= 0")
+    if cfg.data.image_size < 16:
+        problems.append("data.image_size: must be >= 16 (four 2x2 pools)")
+    if not 16 <= cfg.data.part_size <= cfg.data.image_size:
+        problems.append("data.part_size: must be between 16 and data.image_size")
+    if cfg.data.synth_n < 30:
+        problems.append("data.synth_n: must be >= 30 (10% of it is the test split)")
+    if not 0.0 <= cfg.data.synth_label_noise < 0.5:
+        problems.append("data.synth_label_noise: must be in [0, 0.5)")
+    if cfg.data.op_cpus <= 0:
+        problems.append("data.op_cpus: must be > 0")
+    for name in ("width", "mnl_hidden", "maps_per_attribute"):
+        if getattr(cfg.frl, name) <= 0:
+            problems.append(f"frl.{name}: must be > 0")
+    if cfg.student_width <= 0:
+        problems.append("student_width: must be > 0")
+    for name in ("frl", "hint", "whole", "parts", "fusion", "finetune"):
+        s: StageConfig = getattr(cfg, name)
+        if s.epochs < 0:
+            problems.append(f"{name}.epochs: must be >= 0, got {s.epochs}")
+        if s.lr <= 0:
+            problems.append(f"{name}.lr: must be > 0, got {s.lr}")
+        if s.batch_size < 1:
+            problems.append(f"{name}.batch_size: must be >= 1, got {s.batch_size}")
+        if s.num_workers < 1:
+            problems.append(f"{name}.num_workers: must be >= 1")
+        if s.cpus_per_worker <= 0:
+            problems.append(f"{name}.cpus_per_worker: must be > 0")
+        if s.max_failures < 0:
+            problems.append(f"{name}.max_failures: must be >= 0")
+        if not 0 <= s.momentum < 1:
+            problems.append(f"{name}.momentum: must be in [0, 1)")
+        if s.weight_decay < 0:
+            problems.append(f"{name}.weight_decay: must be >= 0")
+    if cfg.parts.num_cpus <= 0 and cfg.parts.num_gpus <= 0:
+        problems.append("parts.num_cpus: a part task needs CPUs or GPUs")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
