@@ -95,6 +95,14 @@ def test_attribute_columns_in_another_order_are_reordered_by_name(tmp_path):
     np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)
 
 
+@pytest.mark.parametrize("layout", ["official", "csv"])
+def test_parse_aligned_landmarks(tmp_path, layout):
+    fx = make_celeba(tmp_path, layout=layout)
+    ann = C.parse_landmarks(str(fx.paths["landmarks_align"]), aligned=True)
+    assert ann.ids == fx.ids and ann.values.shape == (12, 10)
+    assert ann.values[0].tolist() == [69, 109, 106, 113, 77, 142, 73, 152, 108, 154]
+
+
 def test_missing_files_are_listed_with_the_places_looked_in(tmp_path):
     fx = make_celeba(tmp_path)
     fx.paths["partition"].unlink()
@@ -106,7 +114,6 @@ def test_missing_files_are_listed_with_the_places_looked_in(tmp_path):
     assert str(fx.root) in msg and "Eval/list_eval_partition.txt" in msg and "list_eval_partition.csv" in msg
     assert "Anno/list_bbox_celeba.txt" in msg and "Anno/list_landmarks_celeba.txt" in msg
     assert "list_attr" not in msg  # it was found
-    C.find_files(str(fx.root), aligned=True) if False else None
     with pytest.raises(C.CelebAError, match="does not exist"):
         C.find_files(str(tmp_path / "nowhere"))
 
@@ -262,6 +269,16 @@ def test_allow_partial_keeps_the_consistent_rows_and_counts_the_rest(tmp_path):
     assert any("row count says 15" in w and str(fx.paths["bbox"]) in w for w in plan.warnings)
     ex = plan.dropped.examples["list_bbox_celeba.txt: wrong number of values"]
     assert str(fx.paths["bbox"]) in ex and "line 5:" in ex
+
+
+def test_partial_counts_a_duplicated_image_once(tmp_path):
+    fx = make_celeba(tmp_path)
+    fx.rewrite("attr", lambda ls: ls[:9] + [ls[8].replace(" 1", "-1", 1)] + ls[9:])  # 000007 again, differing
+    fx.set_line("attr", 1, "13")
+    plan = _load(fx, allow_partial=True)
+    assert plan.ids == fx.ids[:6] + fx.ids[7:]
+    assert dict(plan.dropped.counts) == {"list_attr_celeba.txt: duplicate image id": 1}
+    assert "(lines 9, 10)" in plan.dropped.examples["list_attr_celeba.txt: duplicate image id"]
 
 
 def test_limit_keeps_the_first_ids_in_file_order(tmp_path):
@@ -439,6 +456,17 @@ def test_out_folder_that_is_not_a_data_set_is_refused(tmp_path):
     (out / "manifest.json").write_text("{}")
     _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out)), out, None, "not a prepared data set")
     assert (out / "manifest.json").read_text() == "{}"
+
+
+def test_shard_write_failure_is_an_error_naming_the_folder(ray_local, tmp_path):
+    fx = make_celeba(tmp_path / "celeba", n=6)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset.json").write_text("{}")  # a previous data set ...
+    (out / "train").write_text("in the way")  # ... whose train/ is a file: shards cannot go there
+    msg = _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out), image_size=16), out / "train", None,
+                     "writing shard 0 failed")
+    assert not (out / "dataset.json").exists()
 
 
 def test_cli_prints_the_error_and_exits_2(tmp_path, capsys):
