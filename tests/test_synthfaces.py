@@ -139,6 +139,24 @@ def test_cue_is_visible_inside_its_box(name, value):
     assert inside / total >= 0.9, f"{name}: {inside}/{total} changed pixels inside its box"
 
 
+def test_stubble_replaces_the_full_beard():
+    """5_o_Clock_Shadow with No_Beard = 0 is stubble (CelebA counts stubble as a beard):
+    visible against both a clean and a fully bearded jaw, inside the jaw box."""
+    j = attribute_index("No_Beard")
+    clean = _labels()
+    beard = _labels(off=("No_Beard",))
+    stubble = _labels("5_o_Clock_Shadow", off=("No_Beard",))
+    imgs = {}
+    for name, lab in (("clean", clean), ("beard", beard), ("stubble", stubble)):
+        imgs[name], boxes = sf.render_face(np.random.default_rng(6), lab, 96)
+    x0, y0, x1, y1 = boxes[j] * 96
+    for other in ("clean", "beard"):
+        changed = np.abs(_pixels(imgs["stubble"]) - _pixels(imgs[other])).max(axis=2) > 20
+        ys, xs = np.nonzero(changed)
+        assert changed.sum() >= 20, other
+        assert np.all((xs + 0.5 >= x0 - 1) & (xs + 0.5 <= x1 + 1) & (ys + 0.5 >= y0 - 1) & (ys + 0.5 <= y1 + 1))
+
+
 def test_eyeglasses_change_is_real_contrast():
     lab = _labels()
     g = attribute_index("Eyeglasses")
