@@ -469,6 +469,14 @@ def test_shard_write_failure_is_an_error_naming_the_folder(ray_local, tmp_path):
     assert not (out / "dataset.json").exists()
 
 
+def test_relative_paths_are_made_absolute_for_the_tasks(ray_local, tmp_path, monkeypatch):
+    make_celeba(tmp_path / "celeba", n=3)
+    monkeypatch.chdir(tmp_path)
+    info = C.prepare_celeba("celeba", "out", aligned=True, image_size=8)
+    assert info.source["root"] == str(tmp_path / "celeba")
+    assert sum(info.num_rows.values()) == 3 and (tmp_path / "out" / "dataset.json").exists()
+
+
 def test_cli_prints_the_error_and_exits_2(tmp_path, capsys):
     fx = make_celeba(tmp_path / "celeba")
     fx.set_line("attr", 6, fx.lines("attr")[5][:-2] + " 2")

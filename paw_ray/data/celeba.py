@@ -904,6 +904,7 @@ def _run_chunks(specs: list[dict], *, strict: bool, drops: _Drops, total: int,
     ctx.enable_progress_bars = False  # one line per chunk instead (below)
     results: list[dict] = []
     sources: Counter[str] = Counter()
+    rows = None
     try:
         items = [{"spec": json.dumps(s, separators=(",", ":"))} for s in specs]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map(_chunk_task, num_cpus=0.25)
@@ -940,6 +941,8 @@ def _run_chunks(specs: list[dict], *, strict: bool, drops: _Drops, total: int,
                  f"({res['path'] or res['split'] + ' chunk ' + str(res['index']) + ': no rows'}), {rate:.0f} images/s"
                  + (f", {len(errors)} dropped" if errors else ""))
     finally:
+        if rows is not None and hasattr(rows, "close"):
+            rows.close()  # stop the execution now (strict mode stops at the first bad chunk)
         ctx.enable_progress_bars = old_bars
     return results, sources
 
@@ -965,6 +968,9 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise CelebAError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     strict = not allow_partial
+    # Tasks on other nodes resolve paths against their own working folder: make local ones absolute.
+    root = storage.local_path(root) if storage.is_local(root) else root
+    out = storage.local_path(out) if storage.is_local(out) else out
     t0 = time.perf_counter()
     files = find_files(root, aligned)
     plan = load_annotations(files, allow_partial=allow_partial, limit=limit)
