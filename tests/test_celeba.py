@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from celeba_fixtures import FACE, huge_jpeg, make_celeba
+from celeba_fixtures import huge_jpeg, make_celeba
 from paw_ray import cli
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.data import celeba as C
@@ -464,7 +464,7 @@ def test_shard_write_failure_is_an_error_naming_the_folder(ray_local, tmp_path):
     out.mkdir()
     (out / "dataset.json").write_text("{}")  # a previous data set ...
     (out / "train").write_text("in the way")  # ... whose train/ is a file: shards cannot go there
-    msg = _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out), image_size=16), out / "train", None,
+    _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out), image_size=16), out / "train", None,
                      "writing shard 0 failed")
     assert not (out / "dataset.json").exists()
 
