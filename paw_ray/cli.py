@@ -59,6 +59,44 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- training
+
+def _train_config(args: argparse.Namespace):
+    from paw_ray import config as C
+
+    cfg = config_from_args(args)
+    extra = []
+    if args.data:
+        extra.append(f"data.path={args.data}")
+    if args.max_steps is not None:
+        extra.append(f"max_steps={args.max_steps}")
+    if args.address:
+        extra.append(f"ray.address={args.address}")
+    return C.apply_overrides(cfg, extra) if extra else cfg
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from paw_ray.train.run import parse_stages, train
+    from paw_ray.train.stages.evaluate import format_table
+
+    cfg = _train_config(args)
+    run_dir = args.run_dir or f"runs/{cfg.preset}"
+    out = train(cfg, run_dir, stages=parse_stages(args.stages, args.from_stage))
+    if out["results"]:
+        r = out["results"]
+        print()
+        print(f"Mean test accuracy ({r['data']}, preset {r['preset']}, {r['n_test']} images):")
+        for row, acc in r["mean_accuracy"].items():
+            print(f"  {row:<9} {100 * acc:6.2f}%")
+        loc = r.get("localization")
+        if loc:
+            print(f"  FRL pointing accuracy on local attributes: {100 * loc['mean']:.1f}% "
+                  f"(a random centre: {100 * loc['chance_mean']:.1f}%)")
+        print(f"Full table: {run_dir}/results.md")
+    print(f"Run directory: {run_dir}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, default_preset="paper")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("train", help="run the training pipeline (the main job)",
+                       description="Run frl, localize, hint, whole, parts, fusion, finetune, evaluate on a "
+                                   "Ray cluster (a local one when no address is given). Stages complete "
+                                   "for the same config in --run-dir are reused.")
+    _add_config_args(p, default_preset="demo")
+    p.add_argument("--set-from", metavar="FILE", help="YAML written by `paw-ray tune` (best config)")
+    p.add_argument("--data", metavar="DIR", help="prepared shards (default: SynthFaces rendered for the preset)")
+    p.add_argument("--run-dir", metavar="DIR", help="run directory, local or URI (default: runs/<preset>)")
+    p.add_argument("--stages", metavar="LIST", help="run exactly these stages (comma-separated), forced")
+    p.add_argument("--from-stage", metavar="STAGE", help="rerun this stage and every stage after it")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="dry run: one epoch of at most N steps per stage")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=_cmd_train)
 
     return parser
 

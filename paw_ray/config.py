@@ -79,6 +79,7 @@ class StageConfig:
     batch_size: int = 64
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"  # "cosine" (anneal to 0 over the epochs) | "constant"
     num_workers: int = _resource(1)  # Ray Train workers (DDP)
     use_gpu: bool = _resource(False)
     cpus_per_worker: float = _resource(1.0)
@@ -149,13 +150,20 @@ class Config:
     student_width: float = 1.0
     max_steps: int = 0  # >0: at most this many optimiser steps per stage (dry run)
     data: DataConfig = field(default_factory=DataConfig)
-    frl: FRLConfig = field(default_factory=lambda: FRLConfig(epochs=10, lr=1e-2, batch_size=128))
+    # Defaults = the paper preset: DESIGN.md §1's schedule with constant learning rates.
+    frl: FRLConfig = field(default_factory=lambda: FRLConfig(
+        epochs=10, lr=1e-4, batch_size=128, lr_schedule="constant"))
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
-    hint: HintConfig = field(default_factory=lambda: HintConfig(epochs=5, lr=1e-2, batch_size=128))
-    whole: WholeConfig = field(default_factory=lambda: WholeConfig(epochs=10, lr=1e-2, batch_size=128))
-    parts: PartsConfig = field(default_factory=lambda: PartsConfig(epochs=15, lr=1e-2, batch_size=128))
-    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(epochs=3, lr=0.1, batch_size=128))
-    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=3, lr=1e-3, batch_size=64))
+    hint: HintConfig = field(default_factory=lambda: HintConfig(
+        epochs=5, lr=1e-7, batch_size=128, lr_schedule="constant"))  # Caffe-scale L_hint
+    whole: WholeConfig = field(default_factory=lambda: WholeConfig(
+        epochs=10, lr=1e-4, batch_size=128, lr_schedule="constant"))
+    parts: PartsConfig = field(default_factory=lambda: PartsConfig(
+        epochs=15, lr=1e-4, batch_size=128, lr_schedule="constant"))
+    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(
+        epochs=3, lr=0.1, batch_size=128, lr_schedule="constant"))
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
+        epochs=3, lr=1e-3, batch_size=128, lr_schedule="constant"))
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -363,6 +371,8 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.momentum: must be in [0, 1)")
         if s.weight_decay < 0:
             problems.append(f"{name}.weight_decay: must be >= 0")
+        if s.lr_schedule not in ("cosine", "constant"):
+            problems.append(f"{name}.lr_schedule: {s.lr_schedule!r} is not one of cosine, constant")
     if cfg.parts.num_cpus <= 0 and cfg.parts.num_gpus <= 0:
         problems.append("parts.num_cpus: a part task needs CPUs or GPUs")
     if problems:

@@ -17,7 +17,8 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False,
+        # the dashboard serves Ray's state API (task counts in the pipeline tests)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
                  configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -1,0 +1,208 @@
+"""The epoch loop every Ray Train stage runs on each worker.
+
+A stage supplies a ``TrainTask`` (its model, its trainable parameters, its loss and
+the artifact it leaves); this module does the rest the same way for all of them:
+DDP through ``ray.train.torch.prepare_model``, SGD with momentum and weight decay,
+the learning-rate schedule, the input stream from ``get_dataset_shard``, validation
+accuracy all-reduced across workers, and a checkpoint with ``ray.train.report`` every
+epoch. A restarted worker group (``FailureConfig``) or a rerun with the same run name
+resumes from the last reported checkpoint: ``history`` records every epoch with the
+attempt that ran it, so the resume point is visible.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from paw_ray.data.pipeline import StreamStats, to_torch_batch
+from paw_ray.train.checkpoints import load_state, save_state
+
+__all__ = ["TrainTask", "train_worker_loop", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
+           "per_attribute_correct"]
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainTask:
+    """What a stage plugs into the loop."""
+
+    model: nn.Module
+    # (model, batch) -> (loss, logits for accuracy (B, 40))
+    loss: Callable[[nn.Module, dict[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+    # the trainable parameters (default: all that require grad)
+    parameters: Callable[[nn.Module], list[nn.Parameter]] | None = None
+    # put the model in training mode (e.g. keep frozen subnets' BatchNorm in eval)
+    train_mode: Callable[[nn.Module], None] | None = None
+    # the stage's artifact from the trained (unwrapped) model
+    artifact: Callable[[nn.Module], dict[str, Any]] | None = None
+
+
+def epoch_lr(base_lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """Cosine annealing from ``base_lr`` to 0 over the epochs, or constant."""
+    if schedule == "constant" or epochs <= 1:
+        return base_lr
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def per_attribute_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(40,) count of correct decisions (score > 0 <=> positive) in a batch."""
+    return ((logits > 0).float() == labels).float().sum(dim=0)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def train_worker_loop(loop_config: dict[str, Any]) -> None:
+    """``train_loop_per_worker`` of every TorchTrainer stage (see ``trainer.run_train_stage``)."""
+    import ray.train
+    import ray.train.torch
+
+    from paw_ray import config as C
+    from paw_ray.train.stages import build_task
+
+    stage = loop_config["stage"]
+    cfg = C.from_dict(loop_config["cfg"])
+    scfg: C.StageConfig = getattr(cfg, stage)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(round(scfg.cpus_per_worker))))
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    device = ray.train.torch.get_device()
+
+    task = build_task(stage, cfg, loop_config["inputs"], device)
+    params_of = task.parameters or (lambda m: [p for p in m.parameters() if p.requires_grad])
+    trainable = params_of(task.model)
+    model = ray.train.torch.prepare_model(task.model) if trainable else task.model.to(device)
+    optimizer = torch.optim.SGD(trainable or [torch.zeros(1, requires_grad=True)], lr=scfg.lr,
+                                momentum=scfg.momentum, weight_decay=scfg.weight_decay)
+
+    start_epoch, history = 0, []
+    attempt = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = load_state(os.path.join(d, STATE_FILE))
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history, attempt = state["epoch"] + 1, state["history"], state["attempt"] + 1
+
+    epochs = 1 if cfg.max_steps > 0 else scfg.epochs
+    per_worker_batch = max(1, scfg.batch_size // world)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+
+    for epoch in range(start_epoch, max(epochs, 1)):
+        metrics = run_epoch(
+            model, task, optimizer, scfg, epoch, epochs, attempt, device, cfg.max_steps,
+            train_shard.iter_batches(batch_size=per_worker_batch, batch_format="numpy", prefetch_batches=2)
+            if trainable else iter(()),
+            val_shard.iter_batches(batch_size=per_worker_batch, batch_format="numpy", prefetch_batches=2),
+            log_prefix=f"[{stage}]" if rank == 0 else None)
+        metrics["workers"] = world
+        history.append(metrics)
+        last = epoch == max(epochs, 1) - 1
+        if rank == 0:
+            state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "epoch": epoch, "history": history, "attempt": attempt}
+            if last:
+                state["artifact"] = (task.artifact or (lambda m: m.state_dict()))(_unwrap(model))
+            with tempfile.TemporaryDirectory() as d:
+                save_state(os.path.join(d, STATE_FILE), state)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+def run_epoch(model, task: TrainTask, optimizer, scfg, epoch: int, epochs: int, attempt: int, device,
+              max_steps: int, train_batches, val_batches, log_prefix: str | None = None) -> dict[str, Any]:
+    """Set the epoch's learning rate, train over ``train_batches`` (none when ``epochs`` is 0),
+    validate over ``val_batches``; return the epoch's metrics (summed across DDP workers)."""
+    t0 = time.time()
+    lr = epoch_lr(scfg.lr, scfg.lr_schedule, epoch, epochs)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    (task.train_mode or (lambda m: m.train()))(model)
+    stats = StreamStats()
+    loss_sum, steps = train_epoch(model, task, optimizer, train_batches, stats, device, max_steps) \
+        if epochs > 0 else (0.0, 0)
+    val = validate(model, task, val_batches, device, max_steps)
+    counts = _all_reduce(torch.tensor([loss_sum, steps, stats.rows, stats.decode_failures], dtype=torch.float64))
+    metrics = {
+        "epoch": epoch,
+        "attempt": attempt,
+        "lr": lr,
+        "train_loss": float(counts[0] / max(counts[1], 1)),
+        "train_steps": int(counts[1]),
+        "train_rows": int(counts[2]),
+        "decode_failures": int(counts[3] + val["decode_failures"]),
+        "val_loss": val["loss"],
+        "val_mean_accuracy": val["mean_accuracy"],
+        "epoch_time_s": round(time.time() - t0, 2),
+    }
+    if metrics["decode_failures"] and log_prefix:
+        print(f"{log_prefix} epoch {epoch}: skipped {metrics['decode_failures']} row(s) whose image "
+              f"did not decode, e.g. {stats.failed_ids[:3]}")
+    return metrics
+
+
+def train_epoch(model, task: TrainTask, optimizer, batches, stats: StreamStats, device,
+                max_steps: int = 0) -> tuple[float, int]:
+    """One pass of SGD over ``batches`` (numpy batches from a Ray Data stream).
+
+    Returns the summed loss and the number of steps; ``stats`` counts rows and drops.
+    """
+    loss_sum, steps = 0.0, 0
+    for batch in batches:
+        b = to_torch_batch(batch, stats, device)
+        if len(b["image_id"]) == 0:
+            continue
+        loss, _ = task.loss(model, b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        loss_sum += float(loss.detach())
+        if max_steps and steps >= max_steps:
+            break
+    return loss_sum, steps
+
+
+@torch.no_grad()
+def validate(model, task: TrainTask, batches, device, max_steps: int = 0) -> dict[str, float]:
+    """Loss and mean per-attribute accuracy over ``batches``, summed across DDP workers."""
+    model.eval()
+    correct = torch.zeros(40, dtype=torch.float64)
+    totals = torch.zeros(3, dtype=torch.float64)  # rows, loss sum, batches
+    stats = StreamStats()
+    for i, batch in enumerate(batches):
+        b = to_torch_batch(batch, stats, device)
+        if len(b["image_id"]) == 0:
+            continue
+        loss, logits = task.loss(model, b)
+        correct += per_attribute_correct(logits, b["labels"]).double().cpu()
+        totals += torch.tensor([len(b["image_id"]), float(loss), 1.0], dtype=torch.float64)
+        if max_steps and i + 1 >= max_steps:
+            break
+    _all_reduce(correct)
+    _all_reduce(totals)
+    failures = int(_all_reduce(torch.tensor([stats.decode_failures], dtype=torch.float64))[0])
+    rows = max(float(totals[0]), 1.0)
+    return {"loss": float(totals[1] / max(float(totals[2]), 1.0)),
+            "mean_accuracy": float((correct / rows).mean()),
+            "decode_failures": failures}

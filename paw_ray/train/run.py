@@ -1,0 +1,175 @@
+"""The main job: the paper's schedule as stages over one run directory.
+
+``train(cfg, run_dir)`` runs ``frl -> localize -> hint -> whole -> parts -> fusion ->
+finetune -> evaluate`` (DESIGN.md §2). Before each stage it compares the stage's
+fingerprint (config + data + inputs) with the manifest: a stage complete for the same
+fingerprint is reused, anything else runs — so a rerun after a crash resumes, and a
+changed config reruns the stages it touches and those after them.
+
+``stages=[...]`` (``--stages``, ``--from-stage``) runs exactly those stages, forcing
+them, and takes every other stage's last result from the run directory as it is:
+the way to retrain from some stage onward on new or more data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from paw_ray import storage
+from paw_ray.config import Config, to_dict
+from paw_ray.data import shards
+from paw_ray.errors import PawRayError
+from paw_ray.train.manifest import STAGES, Manifest, RunDirError, stage_fingerprint, stage_inputs
+
+__all__ = ["train", "resolve_data", "data_identity", "parse_stages"]
+
+
+def parse_stages(stages: str | None, from_stage: str | None) -> list[str] | None:
+    """``--stages a,b`` / ``--from-stage s`` -> the stages to force, in pipeline order."""
+    if stages and from_stage:
+        raise PawRayError("give --stages or --from-stage, not both")
+    if from_stage:
+        if from_stage not in STAGES:
+            raise PawRayError(f"--from-stage {from_stage!r}: unknown stage; stages are {', '.join(STAGES)}")
+        return list(STAGES[STAGES.index(from_stage):])
+    if not stages:
+        return None
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise PawRayError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    return [s for s in STAGES if s in names]
+
+
+def resolve_data(cfg: Config, run_dir: str, log: Callable[[str], None] = print) -> tuple[str, str]:
+    """The data folder and a label for it; SynthFaces is rendered on first use."""
+    if cfg.data.path:
+        info = shards.read_info(cfg.data.path)
+        return cfg.data.path, f"{info.name} ({cfg.data.path})"
+    from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
+
+    d = cfg.data
+    name = (f"synthfaces-v{GENERATOR_VERSION}-n{d.synth_n}-s{d.image_size}-seed{d.synth_seed}"
+            f"-noise{d.synth_label_noise:g}")
+    location = storage.join(run_dir, name)
+    label = f"SynthFaces n={d.synth_n} {d.image_size}px seed={d.synth_seed}"
+    if storage.exists(storage.join(location, shards.DATASET_INFO_FILE)):
+        return location, label
+    t0 = time.time()
+    log(f"[data] rendering {label} into {location}")
+    synthesize(n=d.synth_n, size=d.image_size, seed=d.synth_seed, out=location, label_noise=d.synth_label_noise)
+    log(f"[data] {d.synth_n} images in {time.time() - t0:.1f}s")
+    return location, label
+
+
+def data_identity(data_dir: str) -> str:
+    """What the data set is, for fingerprints: its ``dataset.json`` (names, sizes, shard lists)."""
+    info = shards.read_info(data_dir)
+    return str(sorted(info.to_json().items()))
+
+
+def _artifact_inputs(manifest: Manifest, cfg: Config, stage: str) -> dict[str, str]:
+    inputs = {}
+    for s in stage_inputs(cfg, stage):
+        rec = manifest.stages.get(s)
+        if rec is None or rec.status != "complete":
+            raise RunDirError(f"stage {stage!r} needs stage {s!r}, which has not completed in "
+                              f"{manifest.run_dir}; run it too (e.g. --from-stage {s})")
+        inputs[s] = rec.checkpoint
+    return inputs
+
+
+def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    """Run the pipeline over ``run_dir``; return the manifest's stage records and the results."""
+    from paw_ray.train.cluster import ensure_ray
+
+    manifest = Manifest.load_or_create(run_dir)
+    if manifest.preset and manifest.preset != cfg.preset:
+        raise RunDirError(f"{run_dir} holds a run of the {manifest.preset!r} preset, not {cfg.preset!r}; "
+                          "use another --run-dir")
+    ensure_ray(cfg.ray)
+    data_dir, data_label = resolve_data(cfg, run_dir, log)
+    identity = data_identity(data_dir)
+    manifest.preset, manifest.data = cfg.preset, data_label
+    manifest.save()
+    forced = set(stages) if stages is not None else None
+
+    t_start = time.time()
+    for stage in STAGES:
+        fps = {s: manifest.stages[s].fingerprint for s in stage_inputs(cfg, stage) if s in manifest.stages}
+        fp = stage_fingerprint(cfg, stage, identity, fps)
+        if forced is not None and stage not in forced:
+            if stage not in manifest.stages or manifest.stages[stage].status != "complete":
+                if any(stage in stage_inputs(cfg, s) for s in forced):
+                    raise RunDirError(f"stage {stage!r} has not completed in {run_dir}; include it in --stages")
+            continue
+        if forced is None and manifest.is_complete(stage, fp):
+            log(f"[{stage}] complete for this config: reused")
+            continue
+        inputs = _artifact_inputs(manifest, cfg, stage)
+        manifest.start(stage, fp, _stage_config(cfg, stage))
+        log(f"[{stage}] running")
+        try:
+            checkpoint, metrics = _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log)
+        except BaseException as e:
+            manifest.fail(stage, f"{type(e).__name__}: {e}")
+            raise
+        manifest.complete(stage, checkpoint, metrics)
+        log(f"[{stage}] done in {manifest.stages[stage].wall_time_s:.1f}s{_summary(metrics)}")
+    log(f"[run] finished in {time.time() - t_start:.1f}s; run directory: {run_dir}")
+    results_location = storage.join(run_dir, "results.json")
+    return {"manifest": manifest,
+            "results": storage.read_json(results_location) if storage.exists(results_location) else None}
+
+
+def _stage_config(cfg: Config, stage: str) -> dict:
+    full = to_dict(cfg)
+    section = {"localize": "localize", "evaluate": "evaluate"}.get(stage, stage)
+    return {"preset": cfg.preset, "seed": cfg.seed, "student": cfg.student, "max_steps": cfg.max_steps,
+            "data": full["data"], stage: full.get(section, {})}
+
+
+def _summary(metrics: dict) -> str:
+    if "val_mean_accuracy" in metrics and isinstance(metrics["val_mean_accuracy"], float):
+        return f": val mean accuracy {metrics['val_mean_accuracy']:.4f}"
+    if "mean_accuracy" in metrics:
+        return ": test mean accuracy " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["mean_accuracy"].items())
+    return ""
+
+
+def _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log):
+    from paw_ray.train.stages import TRAIN_STAGES
+
+    if stage in TRAIN_STAGES:
+        return _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs)
+    if stage == "localize":
+        from paw_ray.train.stages.localize import run_localize
+
+        return run_localize(cfg, data_dir, run_dir, inputs.get("frl"))
+    if stage == "parts":
+        from paw_ray.train.stages.parts import run_parts
+
+        return run_parts(cfg, data_dir, run_dir, fp, inputs["whole"], inputs["localize"], log)
+    from paw_ray.train.stages.evaluate import run_evaluate
+
+    return run_evaluate(cfg, data_dir, run_dir, inputs, data_label)
+
+
+def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs):
+    import ray
+
+    from paw_ray.data.pipeline import image_stream
+    from paw_ray.train.stages.localize import load_centres
+    from paw_ray.train.trainer import run_train_stage
+
+    centres = None
+    if stage in ("fusion", "finetune"):
+        # the fused network cuts its crops from the centres the parts were trained on
+        centres = ray.put(load_centres(inputs["localize"]))
+    common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres)
+    datasets = {"train": image_stream(data_dir, "train", train=True, seed=cfg.seed, **common),
+                "val": image_stream(data_dir, "val", train=False, **common)}
+    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets)
+

@@ -1,0 +1,190 @@
+"""Stage ``evaluate``: the test split through every network, in the layout of the
+paper's Table 5.
+
+A streaming Ray Data pass with an actor pool holding the trained networks scores each
+test image with: the FRL's localization branch (``frl``), the whole-image subnet g_0
+(``whole``), for attribute j the part subnet j alone (``part``, the paper's
+Part-only), and the fine-tuned PaW (``paw``). The majority-class baseline predicts,
+per attribute, the training split's more frequent label. On data with ground-truth
+cue boxes (SynthFaces) it also scores localization: for each local attribute, the
+share of test images whose part centre falls inside the cue's box ("pointing
+accuracy"), beside the chance level of a centre drawn uniformly over the image (the
+mean box area).
+
+Writes ``<run-dir>/results.json`` and ``<run-dir>/results.md``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from paw_ray import storage
+from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
+from paw_ray.data import shards
+from paw_ray.data.pipeline import image_stream, to_torch_batch
+
+__all__ = ["run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "format_table"]
+
+ROWS = ("frl", "whole", "part", "paw", "majority")
+
+
+class Scorer:
+    """Ray Data actor: a batch of test images -> the 40 scores of each network."""
+
+    def __init__(self, cfg_dict: dict, inputs: dict[str, str], num_threads: int = 1):
+        import torch
+
+        from paw_ray import config as C
+        from paw_ray.models.paw import PaW, PartSubnets
+        from paw_ray.models.students import SNet
+        from paw_ray.train.checkpoints import load_state
+        from paw_ray.train.stages.frl import load_frl
+
+        torch.set_num_threads(max(1, num_threads))
+        cfg = C.from_dict(cfg_dict)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.frl = load_frl(cfg, inputs["frl"])
+        self.whole = SNet.from_config(cfg)
+        self.whole.load_state_dict(load_state(inputs["whole"]))
+        self.parts = PartSubnets.from_config(cfg)
+        self.parts.load_state_dict(load_state(inputs["parts"]))
+        self.paw = PaW.from_config(cfg)
+        self.paw.load_state_dict(load_state(inputs["finetune"]))
+        for m in (self.frl, self.whole, self.parts, self.paw):
+            m.to(self.device).eval()
+        self.image_size, self.part_size = cfg.data.image_size, cfg.data.part_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from paw_ray.models.parts import crop_windows, part_windows
+
+        b = to_torch_batch(batch, device=self.device)
+        out = {"image_id": b["image_id"], "labels": batch["labels"][batch["ok"]],
+               "centres": b["centres"].cpu().numpy()}
+        if "part_boxes_gt" in b:
+            out["part_boxes_gt"] = b["part_boxes_gt"].cpu().numpy()
+        with torch.no_grad():
+            x, centres = b["image"], b["centres"]
+            out["frl"] = self.frl(x).logits.cpu().numpy()
+            out["whole"] = self.whole(x).logits.cpu().numpy()
+            crops = crop_windows(x, part_windows(centres, self.image_size, self.part_size), self.part_size)
+            part_scores = self.parts(crops)  # (B, part i, attribute j)
+            out["part"] = torch.diagonal(part_scores, dim1=1, dim2=2).cpu().numpy()
+            out["paw"] = self.paw(x, centres).logits.cpu().numpy()
+        return out
+
+
+def accuracy_tables(scores: dict[str, np.ndarray], labels: np.ndarray, train_positive_rate: np.ndarray):
+    """Per-attribute accuracy and balanced accuracy of each row (scores > 0 = positive)."""
+    labels = labels.astype(bool)
+    preds = {row: scores[row] > 0 for row in ROWS if row != "majority"}
+    preds["majority"] = np.broadcast_to(train_positive_rate > 0.5, labels.shape)
+    accuracy, balanced = {}, {}
+    for row in ROWS:
+        p = preds[row]
+        accuracy[row] = (p == labels).mean(axis=0)
+        pos, neg = labels.sum(axis=0), (~labels).sum(axis=0)
+        tpr = np.where(pos > 0, (p & labels).sum(axis=0) / np.maximum(pos, 1), np.nan)
+        tnr = np.where(neg > 0, (~p & ~labels).sum(axis=0) / np.maximum(neg, 1), np.nan)
+        balanced[row] = np.nanmean(np.stack([tpr, tnr]), axis=0)
+    return accuracy, balanced
+
+
+def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray) -> dict:
+    """Share of images whose centre lies inside the ground-truth box, per local attribute."""
+    inside = ((centres[..., 0] >= boxes[..., 0]) & (centres[..., 0] <= boxes[..., 2])
+              & (centres[..., 1] >= boxes[..., 1]) & (centres[..., 1] <= boxes[..., 3]))
+    valid = boxes[..., 2] > boxes[..., 0]
+    area = np.clip(boxes[..., 2] - boxes[..., 0], 0, 1) * np.clip(boxes[..., 3] - boxes[..., 1], 0, 1)
+    per_attr, chance = {}, {}
+    for j, name in enumerate(ATTRIBUTES):
+        if LOCAL_MASK[j] and valid[:, j].any():
+            per_attr[name] = float(inside[valid[:, j], j].mean())
+            chance[name] = float(area[valid[:, j], j].mean())
+    return {"pointing_accuracy": per_attr, "mean": float(np.mean(list(per_attr.values()))) if per_attr else None,
+            "chance": chance, "chance_mean": float(np.mean(list(chance.values()))) if chance else None}
+
+
+def _train_positive_rate(data_dir: str) -> np.ndarray:
+    info = shards.read_info(data_dir)
+    total, count = np.zeros(NUM_ATTRIBUTES), 0
+    for f in shards.shard_files(data_dir, info, "train"):
+        fs, path = storage.resolve(f)
+        labels = pq.read_table(path, columns=["labels"], filesystem=fs).column("labels")
+        flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False).reshape(-1, NUM_ATTRIBUTES)
+        total += flat.sum(axis=0)
+        count += len(flat)
+    return total / max(count, 1)
+
+
+def format_table(results: dict) -> str:
+    """Markdown in the layout of the paper's Table 5: a column per attribute, then the mean."""
+    head = "| row | " + " | ".join(a.replace("_", " ") for a in ATTRIBUTES) + " | **mean** |"
+    sep = "|---" * (NUM_ATTRIBUTES + 2) + "|"
+    lines = [f"Accuracy (%) on the test split — preset `{results['preset']}`, data `{results['data']}`, "
+             f"{results['n_test']} images.", "", head, sep]
+    for row in ROWS:
+        acc = results["accuracy"][row]
+        lines.append(f"| {row} | " + " | ".join(f"{100 * a:.1f}" for a in acc)
+                     + f" | **{100 * results['mean_accuracy'][row]:.2f}** |")
+    lines += ["", "Balanced accuracy (%): " + ", ".join(
+        f"{row} {100 * results['mean_balanced_accuracy'][row]:.2f}" for row in ROWS)]
+    loc = results.get("localization")
+    if loc:
+        lines += ["", f"Localization (pointing accuracy, local attributes): mean "
+                      f"{100 * loc['mean']:.1f}% vs {100 * loc['chance_mean']:.1f}% for a uniformly random centre.",
+                  "", "| attribute | pointing % | chance % |", "|---|---|---|"]
+        lines += [f"| {a} | {100 * v:.1f} | {100 * loc['chance'][a]:.1f} |"
+                  for a, v in loc["pointing_accuracy"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_label: str) -> tuple[str, dict]:
+    """Score the test split, write results.json and results.md; return results.json's location."""
+    import ray
+    import ray.data
+
+    from paw_ray.config import to_dict
+    from paw_ray.train.stages.localize import load_centres
+
+    t0 = time.time()
+    centres_ref = ray.put(load_centres(inputs["localize"]))
+    ds = image_stream(data_dir, "test", cfg.data.image_size, train=False, op_cpus=cfg.data.op_cpus,
+                      centres=centres_ref)
+    ds = ds.map_batches(Scorer, fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "inputs": inputs},
+                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1.0,
+                        batch_size=cfg.evaluate.batch_size, batch_format="numpy")
+    cols: dict[str, list] = {}
+    for batch in ds.iter_batches(batch_size=1024, batch_format="numpy"):
+        for k, v in batch.items():
+            cols.setdefault(k, []).append(v)
+    if not cols:
+        raise shards.ShardError(f"{data_dir}: the test split has no decodable image")
+    data = {k: np.concatenate(v) for k, v in cols.items()}
+    accuracy, balanced = accuracy_tables(data, data["labels"], _train_positive_rate(data_dir))
+    results = {
+        "attributes": list(ATTRIBUTES),
+        "accuracy": {r: [round(float(a), 5) for a in accuracy[r]] for r in ROWS},
+        "mean_accuracy": {r: round(float(np.mean(accuracy[r])), 5) for r in ROWS},
+        "balanced_accuracy": {r: [round(float(a), 5) for a in balanced[r]] for r in ROWS},
+        "mean_balanced_accuracy": {r: round(float(np.nanmean(balanced[r])), 5) for r in ROWS},
+        "preset": cfg.preset,
+        "data": data_label,
+        "n_test": int(len(data["labels"])),
+        "run_dir": run_dir,
+    }
+    if "part_boxes_gt" in data:
+        results["localization"] = pointing_accuracy(data["centres"], data["part_boxes_gt"])
+    location = storage.join(run_dir, "results.json")
+    storage.write_json_atomic(location, results)
+    storage.write_bytes_atomic(storage.join(run_dir, "results.md"), format_table(results).encode())
+    metrics = {"mean_accuracy": results["mean_accuracy"], "n_test": results["n_test"],
+               "seconds": round(time.time() - t0, 1)}
+    if "localization" in results:
+        metrics["pointing_mean"] = results["localization"]["mean"]
+    return location, metrics

@@ -1,0 +1,30 @@
+"""Stage 1, ``frl``: the face region localization network with multi-net learning.
+
+Both branches — the localization branch (grouped per-attribute scores over the class
+activation maps) and the MNL classification branch (FC layers on the 5th conv module)
+— are trained jointly with the same sigmoid cross-entropy (``frl_loss``); the artifact
+keeps only the localization branch (paper §3.2: the classification branch is removed).
+"""
+
+from __future__ import annotations
+
+from paw_ray.models.frl import FRL, frl_loss
+from paw_ray.train.checkpoints import load_state
+from paw_ray.train.loop import TrainTask
+
+
+def load_frl(cfg, location: str) -> FRL:
+    """The trained localization network (no MNL branch) of a run."""
+    model = FRL.from_config(cfg).drop_mnl()
+    model.load_state_dict(load_state(location))
+    return model
+
+
+def _loss(model, batch):
+    out = model(batch["image"])
+    return frl_loss(out, batch["labels"]), out.logits
+
+
+def build_frl_task(cfg, device) -> TrainTask:
+    return TrainTask(model=FRL.from_config(cfg).to(device), loss=_loss,
+                     artifact=lambda model: model.drop_mnl().state_dict())

@@ -1,0 +1,194 @@
+"""Stage ``parts``: the 40 part subnets g_1..g_40, trained as 40 independent Ray tasks.
+
+Part task j (paper §3.4): a student initialised from g_0 (the ``whole`` stage),
+trained alone on the stream of attribute j's window — cut on the fly from the part
+centres by ``image_stream(part=j)``, so the task moves only its own crop — to predict
+all 40 attributes. Each task has its own resources (``parts.num_cpus``, fractional
+``parts.num_gpus`` to share a GPU), Ray retries it when its process or node dies
+(``parts.max_retries``), and it keeps its own checkpoint after every epoch, so a
+retried task resumes where its last attempt stopped. A part whose ``done.json`` holds
+the stage's fingerprint is finished: a rerun does not retrain it.
+
+Layout::
+
+    <run>/stages/parts/part_07/checkpoint.pt   # last epoch (model, optimizer, history)
+    <run>/stages/parts/part_07/model.pt        # trained weights (standalone SNet layout)
+    <run>/stages/parts/part_07/done.json       # fingerprint, metrics, where it ran
+    <run>/stages/parts/model.pt                # all 40 as one vectorised PartSubnets
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from paw_ray import storage
+from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
+from paw_ray.train.checkpoints import CheckpointError, load_state, save_state
+
+__all__ = ["run_parts", "part_dir", "train_part"]
+
+
+def part_dir(run_dir: str, part: int) -> str:
+    return storage.join(run_dir, "stages", "parts", f"part_{part:02d}")
+
+
+def _done_record(run_dir: str, part: int) -> dict[str, Any] | None:
+    where = storage.join(part_dir(run_dir, part), "done.json")
+    if not storage.exists(where):
+        return None
+    try:
+        return storage.read_json(where)
+    except ValueError:
+        return None  # a torn or foreign record: the part is simply retrained
+
+
+def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_location: str,
+               centres_ref, fingerprint: str) -> dict[str, Any]:
+    """Train part subnet ``part`` (runs as a Ray task); returns its done record."""
+    import ray
+    import torch
+    import torch.nn.functional as F
+
+    from paw_ray import config as C
+    from paw_ray.data.pipeline import image_stream
+    from paw_ray.models.students import SNet
+    from paw_ray.train.loop import TrainTask, run_epoch
+
+    cfg = C.from_dict(cfg_dict)
+    pc = cfg.parts
+    torch.set_num_threads(max(1, int(round(pc.num_cpus))))
+    torch.manual_seed(cfg.seed * 1000 + part)
+    device = torch.device("cuda" if pc.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+    here = part_dir(run_dir, part)
+    ckpt_location = storage.join(here, "checkpoint.pt")
+
+    model = SNet.from_config(cfg)
+    model.load_state_dict(load_state(whole_location))
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=pc.lr, momentum=pc.momentum, weight_decay=pc.weight_decay)
+    start_epoch, history, attempt = 0, [], 0
+    if storage.exists(ckpt_location):
+        try:
+            state = load_state(ckpt_location)
+        except CheckpointError:
+            state = {}
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history, attempt = state["epoch"] + 1, state["history"], state["attempt"] + 1
+
+    def loss(m, batch):
+        out = m(batch["image"])
+        return F.binary_cross_entropy_with_logits(out.logits, batch["labels"]), out.logits
+
+    task = TrainTask(model=model, loss=loss)
+    common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres_ref,
+                  part=part, part_size=cfg.data.part_size)
+    train_ds = image_stream(data_dir, "train", train=True, seed=cfg.seed * 100 + part, **common)
+    val_ds = image_stream(data_dir, "val", train=False, **common)
+    epochs = 1 if cfg.max_steps > 0 else pc.epochs
+    t0 = time.time()
+    for epoch in range(start_epoch, max(epochs, 1)):
+        metrics = run_epoch(model, task, optimizer, pc, epoch, epochs, attempt, device, cfg.max_steps,
+                            train_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy",
+                                                  prefetch_batches=2),
+                            val_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy"),
+                            log_prefix=f"[parts] part {part:02d}")
+        history.append(metrics)
+        save_state(ckpt_location, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "epoch": epoch, "history": history, "attempt": attempt,
+                                   "fingerprint": fingerprint})
+    save_state(storage.join(here, "model.pt"), {k: v.cpu() for k, v in model.state_dict().items()})
+    ctx = ray.get_runtime_context()
+    record = {"part": part, "attribute": ATTRIBUTES[part], "fingerprint": fingerprint,
+              "metrics": history[-1] if history else {}, "history": history,
+              "node_id": ctx.get_node_id(), "task_id": ctx.get_task_id(), "attempt": attempt,
+              "wall_time_s": round(time.time() - t0, 2)}
+    storage.write_json_atomic(storage.join(here, "done.json"), record)
+    return record
+
+
+def max_in_flight(cfg) -> int:
+    """How many part tasks may run at once so their own data tasks still find a CPU.
+
+    A part task's stream runs Ray Data tasks of ``data.op_cpus`` each; if part tasks
+    took every CPU those would never start. Each in-flight task is given room for one.
+    """
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    per_task = cfg.parts.num_cpus + cfg.data.op_cpus
+    limit = max(1, math.floor(cpus / per_task + 1e-9))
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    if cfg.parts.num_gpus > 0 and gpus > 0:
+        limit = min(limit, max(1, math.floor(gpus / cfg.parts.num_gpus + 1e-9)))
+    return limit
+
+
+def run_parts(cfg, data_dir: str, run_dir: str, fingerprint: str, whole_location: str,
+              centres_location: str, log=print) -> tuple[str, dict[str, Any]]:
+    """Fan out the unfinished parts as Ray tasks, wait for all 40, assemble the vectorised module."""
+    import ray
+
+    from paw_ray.config import to_dict
+    from paw_ray.models.paw import PartSubnets
+    from paw_ray.train.stages.localize import load_centres
+
+    records: dict[int, dict] = {}
+    todo = []
+    for part in range(NUM_ATTRIBUTES):
+        rec = _done_record(run_dir, part)
+        if rec and rec.get("fingerprint") == fingerprint and storage.exists(
+                storage.join(part_dir(run_dir, part), "model.pt")):
+            records[part] = {**rec, "reused": True}
+        else:
+            todo.append(part)
+    if records:
+        log(f"[parts] {len(records)}/40 parts already trained for this config: reused")
+
+    if todo:
+        centres_ref = ray.put(load_centres(centres_location))
+        remote = ray.remote(train_part)
+        options = dict(num_cpus=cfg.parts.num_cpus, num_gpus=cfg.parts.num_gpus,
+                       max_retries=cfg.parts.max_retries, retry_exceptions=False)
+        cfg_dict = to_dict(cfg)
+        limit = max_in_flight(cfg)
+        queue, running = list(todo), {}
+        t0 = time.time()
+        while queue or running:
+            while queue and len(running) < limit:
+                part = queue.pop(0)
+                ref = remote.options(name=f"part-{part:02d}", **options).remote(
+                    part, cfg_dict, data_dir, run_dir, whole_location, centres_ref, fingerprint)
+                running[ref] = part
+            ready, _ = ray.wait(list(running), num_returns=1)
+            part = running.pop(ready[0])
+            try:
+                rec = ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001
+                from paw_ray.train.trainer import StageFailed, _root_message
+
+                raise StageFailed(f"part {part:02d} ({ATTRIBUTES[part]}) failed after "
+                                  f"{cfg.parts.max_retries} retries: {_root_message(e)}") from e
+            records[part] = rec
+            acc = rec["metrics"].get("val_mean_accuracy", float("nan"))
+            log(f"[parts] {len(records)}/40 done — part {part:02d} {ATTRIBUTES[part]}: "
+                f"val mean acc {acc:.3f}, {rec['wall_time_s']:.1f}s, attempt {rec['attempt']} "
+                f"({time.time() - t0:.0f}s elapsed)")
+
+    subnets = PartSubnets.from_config(cfg)
+    for part in range(NUM_ATTRIBUTES):
+        subnets.load_part_state_dict(part, load_state(storage.join(part_dir(run_dir, part), "model.pt")))
+    location = storage.join(run_dir, "stages", "parts", "model.pt")
+    save_state(location, subnets.state_dict())
+    metrics = {
+        "parts_trained": len(todo),
+        "parts_reused": NUM_ATTRIBUTES - len(todo),
+        "nodes": sorted({r["node_id"] for r in records.values()}),
+        "val_mean_accuracy": [round(records[p]["metrics"].get("val_mean_accuracy", float("nan")), 4)
+                              for p in range(NUM_ATTRIBUTES)],
+        "history": {p: records[p].get("history", []) for p in range(NUM_ATTRIBUTES)},
+    }
+    return location, metrics

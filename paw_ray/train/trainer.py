@@ -1,0 +1,84 @@
+"""Driver side of a Ray Train stage: one ``TorchTrainer`` per stage.
+
+``ScalingConfig`` (workers, GPUs, CPUs per worker), ``RunConfig(name, storage_path)``
+and ``FailureConfig(max_failures)`` come from the stage's config section. The run
+name carries the stage's fingerprint, so rerunning the same stage with the same
+config after a crash resumes from its last checkpoint (Ray Train V2: same name and
+storage path), while a changed config starts a fresh run beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from paw_ray import storage
+from paw_ray.config import Config, StageConfig, to_dict
+from paw_ray.errors import PawRayError
+from paw_ray.train.checkpoints import load_state, save_state
+from paw_ray.train.loop import STATE_FILE, train_worker_loop
+
+__all__ = ["run_train_stage", "StageFailed"]
+
+
+class StageFailed(PawRayError):
+    """A stage whose training failed after its allowed retries."""
+
+
+def ray_train_storage(run_dir: str) -> str:
+    """Where Ray Train keeps a run's per-epoch checkpoints (inside the run directory)."""
+    path = storage.join(run_dir, "ray_train")
+    return storage.local_path(path) if storage.is_local(path) else path
+
+
+def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
+                    inputs: dict[str, str], datasets: dict[str, Any],
+                    callbacks: list | None = None) -> tuple[str, dict[str, Any]]:
+    """Fit ``stage`` with a TorchTrainer; save its artifact to ``<run>/stages/<stage>/model.pt``.
+
+    Returns the artifact's location and the final metrics (with the per-epoch history).
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    scfg: StageConfig = getattr(cfg, stage)
+    trainer = TorchTrainer(
+        train_worker_loop,
+        train_loop_config={"stage": stage, "cfg": to_dict(cfg), "inputs": inputs},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
+            resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{stage}-{fingerprint}",
+            storage_path=ray_train_storage(run_dir),
+            failure_config=ray.train.FailureConfig(max_failures=scfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or None,
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; keep the message short and useful
+        raise StageFailed(f"stage {stage!r} failed after {scfg.max_failures} allowed restart(s): "
+                          f"{_root_message(e)}") from e
+    if result.checkpoint is None:
+        raise StageFailed(f"stage {stage!r} finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state = load_state(os.path.join(d, STATE_FILE))
+    if "artifact" not in state:
+        raise StageFailed(f"stage {stage!r}: last checkpoint has no final artifact")
+    artifact = storage.join(run_dir, "stages", stage, "model.pt")
+    save_state(artifact, state["artifact"])
+    final = dict(state["history"][-1])
+    final["history"] = state["history"]
+    return artifact, final
+
+
+def _root_message(e: BaseException) -> str:
+    """The innermost error's message, not a wall of Ray traceback."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return text[-1] if text else type(e).__name__

@@ -1,0 +1,68 @@
+"""Configuration: presets, YAML, --set overrides, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from paw_ray import config as C
+
+
+def test_presets_exist_and_scale_down():
+    paper, demo, smoke = C.preset("paper"), C.preset("demo"), C.preset("smoke")
+    assert (paper.data.image_size, paper.data.part_size) == (224, 64)
+    assert paper.frl.lr == 1e-4 and paper.frl.epochs == 10 and paper.frl.batch_size == 128
+    assert paper.fusion.lr == 0.1 and paper.finetune.lr == 1e-3 and paper.parts.epochs == 15
+    for cfg in (paper, demo, smoke):
+        assert cfg.frl.momentum == 0.9 and cfg.frl.weight_decay == 5e-4
+    assert smoke.data.image_size < demo.data.image_size < paper.data.image_size
+    assert smoke.data.synth_n < demo.data.synth_n
+
+
+def test_set_overrides_parse_types():
+    cfg = C.apply_overrides(C.preset("smoke"), ["frl.lr=0.5", "frl.mnl=false", "parts.source=grid",
+                                                 "frl.epochs=3", "seed=7"])
+    assert cfg.frl.lr == 0.5 and cfg.frl.mnl is False and cfg.parts.source == "grid"
+    assert cfg.frl.epochs == 3 and cfg.seed == 7
+
+
+@pytest.mark.parametrize("item, message", [
+    ("frl.lrr=1", r"unknown config key\(s\) \['frl.lrr'\]"),
+    ("nosuch.key=1", r"unknown config key\(s\) \['nosuch'\]"),
+    ("frl.epochs=abc", "frl.epochs: expected an integer"),
+    ("frl.mnl=maybe", "frl.mnl: expected true/false"),
+    ("frl.epochs=-1", "frl.epochs: must be >= 0"),
+    ("parts.source=random", "parts.source: 'random' is not one of frl, grid"),
+    ("student=snet9", "student: 'snet9' is not one of"),
+    ("frl.lr=0", "frl.lr: must be > 0"),
+    ("frl", "expected section.key=value"),
+])
+def test_bad_overrides_name_the_key(item, message):
+    with pytest.raises(C.ConfigError, match=message):
+        C.apply_overrides(C.preset("smoke"), [item])
+
+
+def test_yaml_round_trip_and_errors(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("preset: smoke\nfrl:\n  lr: 0.3\n  epochs: 4\nparts:\n  source: grid\n")
+    cfg = C.load_yaml(str(good))
+    assert cfg.preset == "smoke" and cfg.frl.lr == 0.3 and cfg.parts.source == "grid"
+    assert cfg.data.image_size == C.preset("smoke").data.image_size
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("frl:\n  learning_rate: 0.3\n")
+    with pytest.raises(C.ConfigError, match=r"bad.yaml: unknown config key\(s\) \['frl.learning_rate'\]"):
+        C.load_yaml(str(bad))
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("frl:\n  epochs: [1, 2]\n")
+    with pytest.raises(C.ConfigError, match="frl.epochs: expected an integer"):
+        C.load_yaml(str(wrong))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("frl: [unclosed\n")
+    with pytest.raises(C.ConfigError, match="not valid YAML"):
+        C.load_yaml(str(broken))
+    with pytest.raises(C.ConfigError, match="config file not found"):
+        C.load_yaml(str(tmp_path / "missing.yaml"))
+
+
+def test_unknown_preset():
+    with pytest.raises(C.ConfigError, match="unknown preset 'huge'"):
+        C.preset("huge")
