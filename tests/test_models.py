@@ -329,12 +329,17 @@ def test_batched_crop_equals_naive_crop_and_is_differentiable():
     b, s, p, k = 4, 48, 16, 40
     images = torch.randn(b, 3, s, s, requires_grad=True)
     corners = part_windows(torch.rand(b, k, 2), s, p)
+    corners[0, 0] = torch.tensor([0, 0])
+    corners[-1, -1] = torch.tensor([s - p, s - p])  # the very last window of the batch
     crops = crop_windows(images, corners, p)
     assert crops.shape == (b, k, 3, p, p)
     naive = torch.stack([
         torch.stack([images[i, :, y:y + p, x:x + p] for x, y in corners[i].tolist()]) for i in range(b)
     ])
     assert torch.equal(crops, naive)
+    assert torch.equal(crop_windows(images.detach().contiguous(memory_format=torch.channels_last), corners, p), naive)
+    assert torch.equal(crop_windows(images.detach().to(torch.uint8), corners, p), naive.detach().to(torch.uint8))
+    assert crop_windows(images[:0], corners[:0], p).shape == (0, k, 3, p, p)
     crops.sum().backward()
     counts = torch.zeros(b, 3, s, s)
     for i in range(b):
@@ -374,3 +379,34 @@ def test_model_summary_smoke_and_cli(capsys):
 
     assert main(["models", "--preset", "smoke", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["paw"]["params"] == summ["paw"]["params"]
+
+
+# --------------------------------------------------------------------------- on a GPU, where there is one
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_vectorised_parts_and_paw():
+    """On CUDA the parts run as one grouped pass; same results as 40 separate students
+    (float64: no TF32), and the PaW forward/backward with crops cut on the device."""
+    dev = torch.device("cuda")
+    parts, nets = _parts_and_students()
+    parts, nets = parts.to(dev).train(), [n.to(dev).train() for n in nets]
+    crops = torch.randn(4, 40, 3, 16, 16, dtype=torch.float64, device=dev)
+    out = parts(crops)
+    ref = torch.stack([net(crops[:, i]).logits for i, net in enumerate(nets)], dim=1)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    out.sum().backward()
+    ref.sum().backward()
+    g = dict(parts.named_parameters())["features.0.0.weight"].grad.unflatten(0, (40, -1))
+    torch.testing.assert_close(g[3], nets[3].features[0][0].weight.grad, rtol=1e-9, atol=1e-9)
+
+    cfg = C.preset("smoke")
+    paw = PaW.from_config(cfg).to(dev)
+    s = cfg.data.image_size
+    images = torch.randn(2, 3, s, s, device=dev, requires_grad=True)
+    o = paw(images, torch.rand(2, 40, 2, device=dev))
+    paw_loss(o, torch.ones(2, 40, device=dev)).backward()
+    assert o.scores.shape == (2, 41, 40) and images.grad is not None
+    heat = torch.zeros(2, 40, 3, 3, device=dev)
+    heat[:, :, 1, 2] = 1.0
+    assert torch.allclose(part_centres(heat, 3), torch.tensor([2.5 / 3, 1.5 / 3], device=dev).expand(2, 40, 2))

@@ -73,29 +73,38 @@ class PartSubnets(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         if block >= self.num_parts:
             return self.head(self.maps(self.features(x)))
-        c = crops.shape[2]
-        scores = torch.cat([self._forward_block(x[:, lo * c:(lo + block) * c], lo, min(lo + block, self.num_parts))
-                            for lo in range(0, self.num_parts, block)], dim=1)
-        for m in self.modules():  # F.batch_norm does not count batches; count once for all parts
-            if isinstance(m, GroupedBatchNorm2d) and m.training:
-                m.num_batches_tracked.add_(1)
-        return scores
+        return self._forward_blocks(x, block)
 
-    def _forward_block(self, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """Parts ``lo .. hi-1`` only: the same layers applied with slices of the stacked weights."""
+    def _forward_blocks(self, x: torch.Tensor, block: int) -> torch.Tensor:
+        """The same layers run over blocks of ``block`` parts, with the stacked weights
+        ``split`` per block (one split per tensor: its backward is a single concatenation)."""
+        sizes = [min(block, self.num_parts - lo) for lo in range(0, self.num_parts, block)]
+        layers = []  # per layer: None (max-pool) or (conv, bn, per block (weight, bn weight, bn bias, mean, var))
         for m in (*self.features, self.maps):
             if isinstance(m, nn.MaxPool2d):
-                x = m(x)
+                layers.append(None)
                 continue
             conv, bn = m[0], m[1]
-            k = conv.out_channels // self.num_parts
-            s = slice(lo * k, hi * k)
-            x = F.conv2d(x, conv.weight[s], None, conv.stride, conv.padding, conv.dilation, hi - lo)
-            x = F.batch_norm(x, bn.running_mean[s], bn.running_var[s], bn.weight[s], bn.bias[s],
-                             bn.training, bn.momentum, bn.eps)
-            x = F.relu(x, inplace=True)
-        pooled = x.mean(dim=(2, 3)).unflatten(1, (hi - lo, self.num_attributes, self.maps_per_attribute))
-        return (pooled * self.head.weight[lo:hi]).sum(-1) + self.head.bias[lo:hi]
+            split = [g * (conv.out_channels // self.num_parts) for g in sizes]
+            layers.append((conv, bn, list(zip(conv.weight.split(split), bn.weight.split(split), bn.bias.split(split),
+                                              bn.running_mean.split(split), bn.running_var.split(split)))))
+        head_w, head_b = self.head.weight.split(sizes), self.head.bias.split(sizes)
+        scores = []
+        for i, h in enumerate(x.split([g * (x.shape[1] // self.num_parts) for g in sizes], dim=1)):
+            for layer in layers:
+                if layer is None:
+                    h = F.max_pool2d(h, 2, 2)
+                    continue
+                conv, bn, params = layer
+                w, bw, bb, mean, var = params[i]
+                h = F.conv2d(h, w, None, conv.stride, conv.padding, conv.dilation, sizes[i])
+                h = F.relu(F.batch_norm(h, mean, var, bw, bb, bn.training, bn.momentum, bn.eps), inplace=True)
+            pooled = h.mean(dim=(2, 3)).unflatten(1, (sizes[i], self.num_attributes, self.maps_per_attribute))
+            scores.append((pooled * head_w[i]).sum(-1) + head_b[i])
+        for m in self.modules():  # F.batch_norm does not count batches: count once for all parts
+            if isinstance(m, GroupedBatchNorm2d) and m.training:
+                m.num_batches_tracked.add_(1)
+        return torch.cat(scores, dim=1)
 
     def _part_view(self, tensor: torch.Tensor, key: str, i: int) -> torch.Tensor:
         return tensor.unflatten(0, (self.num_parts, -1))[i].reshape(self._part_shapes[key])
