@@ -17,12 +17,12 @@ coarse layout (top/middle/bottom of the face) that a global pool would lose, at 
 size: 512*9*1024 + 1024*41 + 40 = 4.76M parameters at ``width=1, mnl_hidden=1024``.
 
 Parameter count vs the paper's 19M (Table 3), at width 1, N=32:
-  conv modules 1-5: 7.81M, 1280-map 3x3 conv: 5.90M, BN: 8.3K, head: 1.3K
-  -> localization network (kept after training) 13.71M, i.e. 28% below 19M;
-  with the MNL branch above 18.47M, 2.8% below 19M.
-Table 3 lists the layout of the conv layers only, which come to 13.7M however they are
-counted; the rest of the paper's 19M must sit in the fully connected classification
-branch, whose sizes the paper does not give. Our 3x3-pool branch lands close to it.
+  conv modules 1-5: 7.81M, the 1280-map 3x3 conv: 5.90M, BatchNorm: 8.3K, head: 1.3K
+  -> localization network (what is kept after training) 13,714,696, 28% below 19M;
+  with the MNL branch above, 18,475,312, 2.8% below 19M.
+Table 3's conv layers come to 13.7M however they are counted, so the other ~5M of the
+paper's 19M are most likely its fully connected classification (MNL) branch, whose sizes
+the paper does not give; our 3x3-pool branch (4.76M) lands close to that total.
 """
 
 from __future__ import annotations
