@@ -10,6 +10,8 @@
 Each variant: warm-up, then ``--repeats`` timed runs interleaved across variants (so that
 load from other processes hits all alike); the median is reported. The last line of
 each comparison is ``RESULT <name> ratio=<loop time / vectorised time> target=<t>``.
+On a machine shared with other work use ``--threads 1``: with every core busy,
+multi-threaded torch ops slow down by up to 50x, and not alike for both sides.
 
     python benchmarks/bench_models.py [--threads N] [--repeats R] [--paper] [--device cuda]
 """
@@ -126,6 +128,9 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {load:.1f} at start" + (f", {torch.cuda.get_device_name()}" if args.device != "cpu" else ""))
+    if load > 0.5 * (os.cpu_count() or 1) and torch.get_num_threads() > 1:
+        print("WARNING: other processes keep the CPUs busy; multi-threaded timings then collapse "
+              "unevenly (OpenMP threads wait on each other): compare with --threads 1")
     sfx = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
     bench_parts("parts_demo" + sfx, part=28, n=8, batch=args.batch, repeats=args.repeats, device=args.device)
     if args.paper:
