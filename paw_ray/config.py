@@ -80,6 +80,7 @@ class StageConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"  # "cosine" (anneal to 0 over the epochs) | "constant"
+    optimizer: str = "sgd"  # "sgd" (paper: momentum, weight decay) | "adamw" (small CPU presets)
     num_workers: int = _resource(1)  # Ray Train workers (DDP)
     use_gpu: bool = _resource(False)
     cpus_per_worker: float = _resource(1.0)
@@ -175,28 +176,35 @@ def _paper() -> Config:
 
 
 def _demo() -> Config:
+    """SynthFaces at 96 px on a laptop CPU: TNet at quarter width, SNet3 subnets, 28 px parts
+    (64/224 of the side, as in the paper). AdamW instead of the paper's SGD: on this budget
+    of steps SGD barely leaves the label prior (measured: 0.814 vs 0.863 val accuracy for
+    g_0 after 300 steps)."""
     cfg = Config(preset="demo")
     cfg.data = DataConfig(image_size=96, part_size=28, synth_n=6000)
-    cfg.frl = FRLConfig(epochs=8, lr=0.02, batch_size=64, width=0.25, maps_per_attribute=8, mnl_hidden=256)
-    cfg.hint = HintConfig(epochs=3, lr=0.02, batch_size=64)
-    cfg.whole = WholeConfig(epochs=8, lr=0.02, batch_size=64)
-    cfg.parts = PartsConfig(epochs=4, lr=0.01, batch_size=64)
-    cfg.fusion = FusionConfig(epochs=3, lr=0.1, batch_size=64)
-    cfg.finetune = FinetuneConfig(epochs=2, lr=1e-3, batch_size=64)
-    cfg.student_width = 1.0
+    adamw = dict(optimizer="adamw", lr_schedule="cosine", batch_size=64)
+    cfg.frl = FRLConfig(epochs=8, lr=2e-3, width=0.25, maps_per_attribute=32, mnl_hidden=256, **adamw)
+    cfg.hint = HintConfig(epochs=2, lr=2e-3, **adamw)
+    cfg.whole = WholeConfig(epochs=8, lr=2e-3, **adamw)
+    cfg.parts = PartsConfig(epochs=4, lr=1e-3, num_cpus=0.75, **adamw)
+    cfg.fusion = FusionConfig(epochs=2, lr=1e-2, **adamw)
+    cfg.finetune = FinetuneConfig(epochs=2, lr=2e-4, **adamw)
     return cfg
 
 
 def _smoke() -> Config:
+    """Hundreds of 48 px SynthFaces, seconds per stage: for tests. The FRL trains with DDP
+    over two Ray Train workers."""
     cfg = Config(preset="smoke")
-    cfg.data = DataConfig(image_size=48, part_size=16, synth_n=480)
-    cfg.frl = FRLConfig(epochs=2, lr=0.02, batch_size=32, width=0.125, maps_per_attribute=4, mnl_hidden=64,
-                        num_workers=2, cpus_per_worker=0.5)
-    cfg.hint = HintConfig(epochs=1, lr=0.02, batch_size=32, cpus_per_worker=0.5)
-    cfg.whole = WholeConfig(epochs=2, lr=0.02, batch_size=32, cpus_per_worker=0.5)
-    cfg.parts = PartsConfig(epochs=1, lr=0.01, batch_size=32, num_cpus=0.5)
-    cfg.fusion = FusionConfig(epochs=1, lr=0.1, batch_size=32, cpus_per_worker=0.5)
-    cfg.finetune = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, cpus_per_worker=0.5)
+    cfg.data = DataConfig(image_size=48, part_size=16, synth_n=800)
+    adamw = dict(optimizer="adamw", lr_schedule="cosine", batch_size=32, cpus_per_worker=0.5)
+    cfg.frl = FRLConfig(epochs=6, lr=3e-3, width=0.125, maps_per_attribute=8, mnl_hidden=64,
+                        num_workers=2, **adamw)
+    cfg.hint = HintConfig(epochs=1, lr=3e-3, **adamw)
+    cfg.whole = WholeConfig(epochs=6, lr=3e-3, **adamw)
+    cfg.parts = PartsConfig(epochs=2, lr=2e-3, num_cpus=0.5, **adamw)
+    cfg.fusion = FusionConfig(epochs=2, lr=1e-2, **adamw)
+    cfg.finetune = FinetuneConfig(epochs=1, lr=5e-4, **adamw)
     cfg.student_width = 0.5
     cfg.evaluate = EvaluateConfig(batch_size=64)
     cfg.localize = LocalizeConfig(batch_size=64)
@@ -371,6 +379,8 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.momentum: must be in [0, 1)")
         if s.weight_decay < 0:
             problems.append(f"{name}.weight_decay: must be >= 0")
+        if s.optimizer not in ("sgd", "adamw"):
+            problems.append(f"{name}.optimizer: {s.optimizer!r} is not one of sgd, adamw")
         if s.lr_schedule not in ("cosine", "constant"):
             problems.append(f"{name}.lr_schedule: {s.lr_schedule!r} is not one of cosine, constant")
     if cfg.parts.num_cpus <= 0 and cfg.parts.num_gpus <= 0:

@@ -53,6 +53,7 @@ __all__ = [
     "validate_table",
     "shard_files",
     "rows_to_table",
+    "label_positive_rate",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -184,3 +185,18 @@ def shard_files(data_dir: str, info: DatasetInfo, split: str) -> list[str]:
         if not storage.exists(f):
             raise ShardError(f"{f}: shard listed in dataset.json is missing")
     return files
+
+
+def label_positive_rate(data_dir: str, split: str = "train") -> np.ndarray:
+    """(40,) share of positive labels in ``split``, read from the label column alone."""
+    info = read_info(data_dir)
+    total, count = np.zeros(NUM_ATTRIBUTES), 0
+    for f in shard_files(data_dir, info, split):
+        fs, path = storage.resolve(f)
+        labels = pq.read_table(path, columns=["labels"], filesystem=fs).column("labels")
+        flat = pa.compute.list_flatten(labels).to_numpy(zero_copy_only=False).reshape(-1, NUM_ATTRIBUTES)
+        total += flat.sum(axis=0)
+        count += len(flat)
+    if count == 0:
+        raise ShardError(f"{data_dir}: split {split!r} has no rows")
+    return total / count

@@ -112,7 +112,17 @@ class GroupedAttributeHead(nn.Module):
         lead = () if num_stacks is None else (num_stacks,)
         self.weight = nn.Parameter(torch.empty(*lead, num_attributes, maps_per_attribute))
         self.bias = nn.Parameter(torch.zeros(*lead, num_attributes))
-        nn.init.normal_(self.weight, 0.0, 0.01)
+        # unit-variance scores from unit-scale pooled maps: with the VGG-style N(0, 0.01)
+        # the 40 scores barely move for the first few hundred steps (measured on SynthFaces)
+        nn.init.normal_(self.weight, 0.0, maps_per_attribute ** -0.5)
+
+    def init_bias_from_prior(self, positive_rate) -> None:
+        """Start every score at the log-odds of its attribute's training-set frequency, so
+        training begins from the label prior rather than from 50/50 (CelebA's attributes
+        are mostly rare)."""
+        p = torch.as_tensor(positive_rate, dtype=self.bias.dtype).clamp(1e-3, 1 - 1e-3)
+        with torch.no_grad():
+            self.bias.copy_(torch.log(p / (1 - p)).expand_as(self.bias))
 
     @property
     def in_channels(self) -> int:

@@ -171,5 +171,6 @@ def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs):
     common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres)
     datasets = {"train": image_stream(data_dir, "train", train=True, seed=cfg.seed, **common),
                 "val": image_stream(data_dir, "val", train=False, **common)}
-    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets)
+    prior = shards.label_positive_rate(data_dir, "train")
+    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior)
 

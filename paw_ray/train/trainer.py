@@ -32,7 +32,7 @@ def ray_train_storage(run_dir: str) -> str:
 
 
 def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
-                    inputs: dict[str, str], datasets: dict[str, Any],
+                    inputs: dict[str, str], datasets: dict[str, Any], label_prior: list[float],
                     callbacks: list | None = None) -> tuple[str, dict[str, Any]]:
     """Fit ``stage`` with a TorchTrainer; save its artifact to ``<run>/stages/<stage>/model.pt``.
 
@@ -44,7 +44,8 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
     scfg: StageConfig = getattr(cfg, stage)
     trainer = TorchTrainer(
         train_worker_loop,
-        train_loop_config={"stage": stage, "cfg": to_dict(cfg), "inputs": inputs},
+        train_loop_config={"stage": stage, "cfg": to_dict(cfg), "inputs": inputs,
+                           "label_prior": [float(p) for p in label_prior]},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
             resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},

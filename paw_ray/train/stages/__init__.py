@@ -15,16 +15,18 @@ __all__ = ["build_task", "TRAIN_STAGES"]
 TRAIN_STAGES = ("frl", "hint", "whole", "fusion", "finetune")
 
 
-def build_task(stage: str, cfg, inputs: dict[str, str], device) -> Any:
-    """The ``TrainTask`` of a Ray Train stage, built on a worker."""
+def build_task(stage: str, cfg, inputs: dict[str, str], device, label_prior: list[float]) -> Any:
+    """The ``TrainTask`` of a Ray Train stage, built on a worker. ``label_prior`` is the
+    training split's positive rate per attribute: networks trained from scratch start
+    their scores at its log-odds."""
     if stage == "frl":
         from paw_ray.train.stages.frl import build_frl_task
 
-        return build_frl_task(cfg, device)
+        return build_frl_task(cfg, device, label_prior)
     if stage in ("hint", "whole"):
         from paw_ray.train.stages.student import build_student_task
 
-        return build_student_task(stage, cfg, inputs, device)
+        return build_student_task(stage, cfg, inputs, device, label_prior)
     if stage in ("fusion", "finetune"):
         from paw_ray.train.stages.paw import build_paw_task
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
@@ -80,19 +78,27 @@ class Scorer:
 
 
 def accuracy_tables(scores: dict[str, np.ndarray], labels: np.ndarray, train_positive_rate: np.ndarray):
-    """Per-attribute accuracy and balanced accuracy of each row (scores > 0 = positive)."""
+    """Per-attribute accuracy and balanced accuracy (mean of the true-positive and
+    true-negative rates) of each row; scores > 0 are positive decisions. Balanced accuracy
+    is NaN for an attribute whose test labels are all one class (it is undefined there)."""
     labels = labels.astype(bool)
     preds = {row: scores[row] > 0 for row in ROWS if row != "majority"}
     preds["majority"] = np.broadcast_to(train_positive_rate > 0.5, labels.shape)
+    pos, neg = labels.sum(axis=0), (~labels).sum(axis=0)
+    defined = (pos > 0) & (neg > 0)
     accuracy, balanced = {}, {}
     for row in ROWS:
         p = preds[row]
         accuracy[row] = (p == labels).mean(axis=0)
-        pos, neg = labels.sum(axis=0), (~labels).sum(axis=0)
-        tpr = np.where(pos > 0, (p & labels).sum(axis=0) / np.maximum(pos, 1), np.nan)
-        tnr = np.where(neg > 0, (~p & ~labels).sum(axis=0) / np.maximum(neg, 1), np.nan)
-        balanced[row] = np.nanmean(np.stack([tpr, tnr]), axis=0)
+        tpr = (p & labels).sum(axis=0) / np.maximum(pos, 1)
+        tnr = (~p & ~labels).sum(axis=0) / np.maximum(neg, 1)
+        balanced[row] = np.where(defined, (tpr + tnr) / 2, np.nan)
     return accuracy, balanced
+
+
+def _json_floats(values) -> list:
+    """Rounded floats, ``None`` where undefined (JSON has no NaN)."""
+    return [None if np.isnan(v) else round(float(v), 5) for v in values]
 
 
 def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray) -> dict:
@@ -108,18 +114,6 @@ def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray) -> dict:
             chance[name] = float(area[valid[:, j], j].mean())
     return {"pointing_accuracy": per_attr, "mean": float(np.mean(list(per_attr.values()))) if per_attr else None,
             "chance": chance, "chance_mean": float(np.mean(list(chance.values()))) if chance else None}
-
-
-def _train_positive_rate(data_dir: str) -> np.ndarray:
-    info = shards.read_info(data_dir)
-    total, count = np.zeros(NUM_ATTRIBUTES), 0
-    for f in shards.shard_files(data_dir, info, "train"):
-        fs, path = storage.resolve(f)
-        labels = pq.read_table(path, columns=["labels"], filesystem=fs).column("labels")
-        flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False).reshape(-1, NUM_ATTRIBUTES)
-        total += flat.sum(axis=0)
-        count += len(flat)
-    return total / max(count, 1)
 
 
 def format_table(results: dict) -> str:
@@ -166,12 +160,12 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
     if not cols:
         raise shards.ShardError(f"{data_dir}: the test split has no decodable image")
     data = {k: np.concatenate(v) for k, v in cols.items()}
-    accuracy, balanced = accuracy_tables(data, data["labels"], _train_positive_rate(data_dir))
+    accuracy, balanced = accuracy_tables(data, data["labels"], shards.label_positive_rate(data_dir, "train"))
     results = {
         "attributes": list(ATTRIBUTES),
         "accuracy": {r: [round(float(a), 5) for a in accuracy[r]] for r in ROWS},
         "mean_accuracy": {r: round(float(np.mean(accuracy[r])), 5) for r in ROWS},
-        "balanced_accuracy": {r: [round(float(a), 5) for a in balanced[r]] for r in ROWS},
+        "balanced_accuracy": {r: _json_floats(balanced[r]) for r in ROWS},
         "mean_balanced_accuracy": {r: round(float(np.nanmean(balanced[r])), 5) for r in ROWS},
         "preset": cfg.preset,
         "data": data_label,

@@ -8,6 +8,8 @@ keeps only the localization branch (paper §3.2: the classification branch is re
 
 from __future__ import annotations
 
+import torch
+
 from paw_ray.models.frl import FRL, frl_loss
 from paw_ray.train.checkpoints import load_state
 from paw_ray.train.loop import TrainTask
@@ -25,6 +27,11 @@ def _loss(model, batch):
     return frl_loss(out, batch["labels"]), out.logits
 
 
-def build_frl_task(cfg, device) -> TrainTask:
-    return TrainTask(model=FRL.from_config(cfg).to(device), loss=_loss,
-                     artifact=lambda model: model.drop_mnl().state_dict())
+def build_frl_task(cfg, device, label_prior) -> TrainTask:
+    model = FRL.from_config(cfg)
+    model.head.init_bias_from_prior(label_prior)
+    if model.mnl is not None:
+        with torch.no_grad():
+            p = torch.as_tensor(label_prior).clamp(1e-3, 1 - 1e-3)
+            model.mnl[-1].bias.copy_(torch.log(p / (1 - p)))
+    return TrainTask(model=model.to(device), loss=_loss, artifact=lambda m: m.drop_mnl().state_dict())

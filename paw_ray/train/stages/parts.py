@@ -54,7 +54,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     from paw_ray import config as C
     from paw_ray.data.pipeline import image_stream
     from paw_ray.models.students import SNet
-    from paw_ray.train.loop import TrainTask, run_epoch
+    from paw_ray.train.loop import TrainTask, make_optimizer, run_epoch
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
@@ -67,7 +67,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     model = SNet.from_config(cfg)
     model.load_state_dict(load_state(whole_location))
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=pc.lr, momentum=pc.momentum, weight_decay=pc.weight_decay)
+    optimizer = make_optimizer(model.parameters(), pc)
     start_epoch, history, attempt = 0, [], 0
     if storage.exists(ckpt_location):
         try:

@@ -18,11 +18,13 @@ from paw_ray.train.loop import TrainTask
 from paw_ray.train.stages.frl import load_frl
 
 
-def build_student_task(stage: str, cfg, inputs: dict[str, str], device) -> TrainTask:
+def build_student_task(stage: str, cfg, inputs: dict[str, str], device, label_prior) -> TrainTask:
     scfg = getattr(cfg, stage)
     student = SNet.from_config(cfg)
     if stage == "whole":
         student.load_state_dict(load_state(inputs["hint"]))
+    else:
+        student.head.init_bias_from_prior(label_prior)
     objective = HintObjective(scfg.lambda1, scfg.lambda2)
     teacher = None
     if scfg.lambda1 > 0:

@@ -1,0 +1,57 @@
+"""The evaluation metrics behind results.json: accuracy, balanced accuracy, majority
+baseline, pointing accuracy and its chance level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK
+from paw_ray.train.stages.evaluate import ROWS, accuracy_tables, format_table, pointing_accuracy
+
+
+def test_accuracy_and_balanced_accuracy():
+    labels = np.zeros((10, 40), bool)
+    labels[:3, 0] = True  # attribute 0: 3 of 10 positive; the others never positive
+    scores = {r: np.full((10, 40), -1.0) for r in ROWS if r != "majority"}
+    scores["paw"][:3, 0] = 1.0  # perfect on attribute 0
+    scores["whole"][:, 0] = 1.0  # always positive on attribute 0
+    acc, bal = accuracy_tables(scores, labels, train_positive_rate=np.full(40, 0.1))
+    assert acc["paw"][0] == 1.0 and bal["paw"][0] == 1.0
+    assert acc["whole"][0] == pytest.approx(0.3) and bal["whole"][0] == pytest.approx(0.5)
+    assert acc["majority"][0] == pytest.approx(0.7) and bal["majority"][0] == pytest.approx(0.5)
+    assert np.isnan(bal["paw"][1]), "undefined where the test labels are all one class"
+    assert acc["paw"][1] == 1.0
+
+
+def test_majority_uses_the_training_split():
+    labels = np.ones((4, 40), bool)
+    scores = {r: np.zeros((4, 40)) for r in ROWS if r != "majority"}
+    acc, _ = accuracy_tables(scores, labels, train_positive_rate=np.full(40, 0.9))
+    assert (acc["majority"] == 1.0).all()
+    acc, _ = accuracy_tables(scores, labels, train_positive_rate=np.full(40, 0.2))
+    assert (acc["majority"] == 0.0).all()
+
+
+def test_pointing_accuracy_counts_centres_inside_boxes():
+    n = 4
+    boxes = np.zeros((n, 40, 4), np.float32)
+    local = [j for j in range(40) if LOCAL_MASK[j]]
+    boxes[:, local] = [0.25, 0.25, 0.75, 0.5]  # area 0.125
+    centres = np.full((n, 40, 2), 0.5, np.float32)
+    centres[0, :, 1] = 0.9  # image 0 points below every box
+    out = pointing_accuracy(centres, boxes)
+    assert set(out["pointing_accuracy"]) == {ATTRIBUTES[j] for j in local}
+    assert out["mean"] == pytest.approx(0.75)
+    assert out["chance_mean"] == pytest.approx(0.125)
+
+
+def test_markdown_table_layout():
+    results = {"preset": "smoke", "data": "x", "n_test": 3,
+               "accuracy": {r: [0.5] * 40 for r in ROWS}, "mean_accuracy": {r: 0.5 for r in ROWS},
+               "mean_balanced_accuracy": {r: 0.5 for r in ROWS}}
+    md = format_table(results)
+    header = next(line for line in md.splitlines() if line.startswith("| row |"))
+    assert header.count("|") == 40 + 3 and "5 o Clock Shadow" in header and "**mean**" in header
+    for row in ROWS:
+        assert any(line.startswith(f"| {row} |") for line in md.splitlines())
