@@ -94,7 +94,116 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   f"(a random centre: {100 * loc['chance_mean']:.1f}%)")
         print(f"Full table: {run_dir}/results.md")
     print(f"Run directory: {run_dir}")
+    _report_after_train(run_dir)
     return 0
+
+
+# --------------------------------------------------------------------------- outputs
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _report_after_train(run_dir: str) -> None:
+    """The run's report at the end of `paw-ray train`; a failure is a warning, never a lost run."""
+    from paw_ray.eval.report import write_report
+
+    try:
+        print(f"Report: {write_report(run_dir, log=_stderr)}")
+    except Exception as e:  # noqa: BLE001 - the run itself is complete and saved
+        _stderr(f"paw-ray train: warning: the run is complete but its report failed "
+                f"({type(e).__name__}: {e}); retry with: paw-ray report --run-dir {run_dir}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from paw_ray.eval.report import write_report
+
+    print(write_report(args.run_dir, args.out, log=_stderr))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from paw_ray.attributes import attribute_index
+    from paw_ray.serve.loading import open_run
+    from paw_ray.serve.predict import Predictor, parse_box, read_boxes_csv, write_csv, write_explanation, write_jsonl
+
+    box = parse_box(args.box) if args.box else None
+    boxes = read_boxes_csv(args.boxes) if args.boxes else None
+    try:
+        explain_attrs = [attribute_index(a.strip()) for a in args.explain_attributes.split(",") if a.strip()]
+    except KeyError as e:
+        raise PawRayError(f"--explain-attributes: {e.args[0]}") from None
+    fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "jsonl")
+    run = open_run(args.run_dir)
+    predictor = Predictor(run, box, boxes, split=args.split, batch_size=args.batch_size,
+                          explain=bool(args.explain))
+    preds = predictor.predict(args.inputs)
+    if args.explain:
+        def explained(preds):
+            for i, p in enumerate(preds):
+                write_explanation(p, args.explain, i, explain_attrs, run.label())
+                yield p
+        preds = explained(preds)
+    out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
+    try:
+        n = (write_csv if fmt == "csv" else write_jsonl)(preds, out)
+    finally:
+        if args.out:
+            out.close()
+    for note in predictor.notes:
+        _stderr(f"paw-ray predict: note: {note}")
+    for error in predictor.errors:
+        _stderr(f"paw-ray predict: error: {error}")
+    _stderr(f"paw-ray predict: {n} image(s) predicted" + (f" -> {args.out}" if args.out else "")
+            + (f"; overlays in {args.explain}" if args.explain else "")
+            + (f"; {len(predictor.errors)} input(s) failed" if predictor.errors else ""))
+    return 1 if predictor.errors or n == 0 else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from paw_ray.serve.export import export_cascade
+
+    print(json.dumps(export_cascade(args.run_dir, args.format, args.out, log=_stderr), indent=1))
+    return 0
+
+
+def _add_output_parsers(sub) -> None:
+    p = sub.add_parser("report", help="HTML report with the paper's figures for a run directory",
+                       description="Write <run-dir>/report/index.html and its PNG figures: accuracy per "
+                                   "attribute (Table 5), heatmaps and part boxes (Fig. 4), RSL weights (Fig. 5), "
+                                   "the ARL matrix (Fig. 6), training curves, SynthFaces pointing accuracy.")
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="a run directory of `paw-ray train`")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: <run-dir>/report)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("predict", help="attribute probabilities and part boxes for images",
+                       description="Run a trained cascade on image files, folders of images or prepared shard "
+                                   "folders (their --split rows). Without --box/--boxes each photo is taken "
+                                   "whole as the face. Exit status 1 if any input could not be read.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or shard folder")
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="a finished run directory")
+    p.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
+    p.add_argument("--format", choices=["jsonl", "csv"],
+                   help="output format (default: csv for a .csv --out, else jsonl)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--box", metavar="X,Y,W,H", help="face box in pixels, for every input image")
+    g.add_argument("--boxes", metavar="CSV", help="face boxes per image: lines of image name,x,y,w,h")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="rows of a shard folder input to predict (default: test)")
+    p.add_argument("--explain", metavar="DIR", help="write an overlay PNG per image into DIR")
+    p.add_argument("--explain-attributes", default="Smiling,Eyeglasses,Wearing_Hat", metavar="LIST",
+                   help="attributes whose heatmaps --explain draws (default: Smiling,Eyeglasses,Wearing_Hat)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="export the whole cascade as one TorchScript or ONNX model",
+                       description="Write the cascade (FRL localisation, crops, PaW) as one model taking uint8 "
+                                   "(B, 3, S, S) face images and returning probabilities and part boxes, "
+                                   "verified against the PyTorch model, with model.json and MODEL_CARD.md.")
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="a finished run directory")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <run-dir>/export)")
+    p.set_defaults(func=_cmd_export)
 
 
 # --------------------------------------------------------------------------- parser
@@ -147,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=_cmd_train)
 
+    _add_output_parsers(sub)
     return parser
 
 

@@ -94,6 +94,8 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     identity = data_identity(data_dir)
     manifest.preset, manifest.data = cfg.preset, data_label
     manifest.save()
+    # the full config of this call (stage records hold only their own sections): for report/predict/export
+    storage.write_json_atomic(storage.join(run_dir, "config.json"), to_dict(cfg))
     forced = set(stages) if stages is not None else None
 
     t_start = time.time()

@@ -1,0 +1,2 @@
+"""Using a trained run: loading it (``loading``), ``predict`` on images, batch inference
+with Ray Data (``batch``), ``export`` of the whole cascade and its ``model_card``."""

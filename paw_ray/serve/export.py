@@ -1,0 +1,166 @@
+"""``paw-ray export``: the whole trained cascade (``models.cascade.Cascade``: FRL
+localisation -> part centres -> crops -> PaW; with ``parts.source = grid`` the fixed
+grid centres) as ONE deployable model, plus ``model.json`` (the input/output contract)
+and ``MODEL_CARD.md`` beside it.
+
+Contract: input ``images``, uint8 ``(B, 3, S, S)`` RGB face boxes (S = the run's
+``data.image_size``; normalisation happens inside); outputs ``probabilities`` float32
+``(B, 40)`` and ``boxes`` int64 ``(B, 40, 4)`` (x, y, w, h in input pixels). The batch
+dimension is dynamic.
+
+Formats: ``torchscript`` (``torch.jit.trace``, ``paw_cascade.torchscript.pt``) and ``onnx``
+(``paw_cascade.onnx``, opset 17, PyTorch's TorchScript-based exporter: the newer
+torch.export-based one needs ``onnxscript``, which this project does not depend on).
+
+Trust model: a TorchScript file is a *program* — ``torch.jit.load`` runs what is in it;
+load only files you made or trust. An ONNX file is a graph run by onnxruntime's own
+operators. paw_ray itself never loads an exported file to serve: ``predict`` and
+``jobs/predict.py`` rebuild the networks from the run's weights with ``weights_only``
+loading; only ``verify_export`` loads the file just written here, to check it.
+
+Every export is verified: the exported model and the PyTorch cascade run on the same
+test faces and must agree (``PARITY_ATOL`` on probabilities, identical boxes); the
+measured difference goes into ``model.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Callable
+
+import numpy as np
+
+from paw_ray import storage
+from paw_ray.attributes import ATTRIBUTES
+from paw_ray.errors import PawRayError
+
+__all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "run_exported", "deployable_cascade"]
+
+FORMATS = {"torchscript": "paw_cascade.torchscript.pt", "onnx": "paw_cascade.onnx"}
+PARITY_ATOL = 1e-5
+ONNX_OPSET = 17
+
+
+def deployable_cascade(run):
+    """The run's cascade set up for export: one upsampling pass for the centres and the 40
+    part subnets as one grouped pass (a small graph that suits GPUs and ONNX runtimes)."""
+    cascade = run.cascade()
+    cascade.one_pass = True
+    cascade.paw.parts.parts_per_block = cascade.paw.parts.num_parts
+    return cascade.eval()
+
+
+def _write_model(cascade, fmt: str, path: str) -> None:
+    import warnings
+
+    import torch
+
+    example = torch.randint(0, 256, (2, 3, cascade.image_size, cascade.image_size), dtype=torch.uint8,
+                            generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints; shapes are checked by verify_export
+        if fmt == "torchscript":
+            torch.jit.trace(cascade, (example,), check_trace=False).save(path)
+        else:
+            torch.onnx.export(cascade, (example,), path, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["images"], output_names=["probabilities", "boxes"],
+                              dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"},
+                                            "boxes": {0: "batch"}})
+
+
+def run_exported(path: str, fmt: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run an exported model on uint8 images -> (probabilities, boxes). Loads the file: for
+    TorchScript that runs its code, so only call it on files you made (see the module docstring)."""
+    if fmt == "torchscript":
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
+            model = torch.jit.load(path, map_location="cpu")
+        with torch.no_grad():
+            probs, boxes = model(torch.from_numpy(np.ascontiguousarray(images)))
+        return probs.numpy(), boxes.numpy()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    probs, boxes = session.run(["probabilities", "boxes"], {"images": np.ascontiguousarray(images)})
+    return probs, boxes
+
+
+def verify_export(cascade, path: str, fmt: str, images: np.ndarray) -> dict:
+    """Exported vs PyTorch outputs on the same images; raises if they disagree."""
+    import torch
+
+    with torch.no_grad():
+        ref_probs, ref_boxes = (t.numpy() for t in cascade(torch.from_numpy(images)))
+    probs, boxes = run_exported(path, fmt, images)
+    diff = float(np.abs(probs - ref_probs).max())
+    same_boxes = bool(np.array_equal(boxes, ref_boxes))
+    if diff > PARITY_ATOL or not same_boxes:
+        raise PawRayError(f"{path}: the exported model disagrees with the PyTorch cascade "
+                          f"(max |dp| {diff:.2e}, boxes identical: {same_boxes})")
+    return {"images": int(len(images)), "max_abs_probability_diff": diff, "boxes_identical": same_boxes,
+            "tolerance": PARITY_ATOL}
+
+
+def _sha256(location: str) -> str:
+    return hashlib.sha256(storage.read_bytes(location)).hexdigest()
+
+
+def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Export the run's cascade in ``fmt`` into ``out_dir`` (default ``<run>/export``), verify
+    it, write ``model.json`` and ``MODEL_CARD.md``; return what was written."""
+    import os
+    import tempfile
+
+    from paw_ray.eval.report import sample_faces
+    from paw_ray.serve.loading import open_run
+    from paw_ray.serve.model_card import model_card, parameter_counts
+
+    if fmt not in FORMATS:
+        raise PawRayError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
+    run = open_run(run_dir)
+    cascade = deployable_cascade(run)
+    out_dir = out_dir or storage.join(run_dir, "export")
+    location = storage.join(out_dir, FORMATS[fmt])
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:  # write locally, verify, then store (URIs too)
+        path = os.path.join(tmp, FORMATS[fmt])
+        _write_model(cascade, fmt, path)
+        sample = sample_faces(run.data_dir(log), cascade.image_size, n=8)
+        parity = verify_export(cascade, path, fmt, sample["image"][:8])
+        with open(path, "rb") as f:
+            storage.write_bytes_atomic(location, f.read())
+    s = cascade.image_size
+    contract = {
+        "format": fmt,
+        "file": FORMATS[fmt],
+        "sha256": _sha256(location),
+        "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 3, s, s], "channels": "RGB",
+                  "content": "a face box cut, squared and resized to the input size (paw_ray.data.facebox); "
+                             "ImageNet mean/std normalisation is done inside the model"},
+        "outputs": {"probabilities": {"dtype": "float32", "shape": ["batch", 40],
+                                      "meaning": "sigmoid of the PaW scores; decision = probability > 0.5"},
+                    "boxes": {"dtype": "int64", "shape": ["batch", 40, 4],
+                              "meaning": "x, y, w, h of each attribute's part window in input pixels"}},
+        "attributes": list(ATTRIBUTES),
+        "parts_source": run.cfg.parts.source,
+        "part_size": cascade.part_size,
+        "parameters": parameter_counts(cascade),
+        "parity": parity,
+        "run_dir": run_dir,
+        "preset": run.preset,
+        "data": run.data_label,
+        "onnx_opset": ONNX_OPSET if fmt == "onnx" else None,
+    }
+    storage.write_json_atomic(storage.join(out_dir, "model.json"), contract)
+    card = storage.join(out_dir, "MODEL_CARD.md")
+    storage.write_bytes_atomic(card, model_card(run, contract).encode("utf-8"))
+    log(f"[export] {fmt}: {location} ({time.time() - t0:.1f}s); parity on {parity['images']} test faces: "
+        f"max |dp| {parity['max_abs_probability_diff']:.1e}, boxes identical")
+    return {"model": location, "model_json": storage.join(out_dir, "model.json"), "model_card": card,
+            "parity": parity}

@@ -1,0 +1,126 @@
+"""A finished run directory, opened for use: its config, its artifacts and the cascade.
+
+The run's config is rebuilt from what the run recorded, most specific last:
+the preset named in the manifest, then ``<run>/config.json`` (the full config of the
+last ``train()`` call, when present), then each stage record's ``config`` in pipeline
+order — so every section comes from the stage that actually ran with it.
+
+Weights are loaded as data only (``checkpoints.load_state``: ``weights_only``), never
+as pickled code. Artifact paths recorded in the manifest are re-rooted onto the run
+directory given here, so a run directory that was moved or copied still opens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from paw_ray import config as C
+from paw_ray import storage
+from paw_ray.train.manifest import MANIFEST_FILE, STAGES, Manifest, RunDirError
+
+__all__ = ["TrainedRun", "open_run", "CONFIG_FILE"]
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainedRun:
+    """What report, predict, batch inference and export read from a run directory."""
+
+    run_dir: str
+    manifest: Manifest
+    cfg: C.Config
+    recorded_run_dir: str  # the run_dir written in manifest.json (where it was trained)
+
+    @property
+    def preset(self) -> str:
+        return self.manifest.preset
+
+    @property
+    def data_label(self) -> str:
+        return self.manifest.data
+
+    def label(self) -> str:
+        """One line naming the run, for figure titles and model cards."""
+        return f"run {self.run_dir} · preset {self.preset} · data {self.data_label}"
+
+    def complete(self, stage: str) -> bool:
+        rec = self.manifest.stages.get(stage)
+        return bool(rec and rec.status == "complete")
+
+    def artifact(self, stage: str) -> str:
+        """Location of ``stage``'s artifact; a clear error when the stage has not completed."""
+        rec = self.manifest.stages.get(stage)
+        if rec is None or rec.status != "complete" or not rec.checkpoint:
+            state = "has not run" if rec is None else f"is {rec.status}"
+            raise RunDirError(f"{self.run_dir}: stage {stage!r} {state}; finish the run first "
+                              f"(paw-ray train --run-dir {self.run_dir} --preset {self.preset or '...'})")
+        location = rec.checkpoint
+        old = self.recorded_run_dir.rstrip("/")
+        if old and location.startswith(old + "/"):
+            location = storage.join(self.run_dir, *location[len(old) + 1:].split("/"))
+        if not storage.exists(location):
+            raise RunDirError(f"{self.run_dir}: stage {stage!r} artifact {location} is missing")
+        return location
+
+    @cached_property
+    def results(self) -> dict | None:
+        """``results.json`` of the evaluate stage, or None before it ran."""
+        where = storage.join(self.run_dir, "results.json")
+        return storage.read_json(where) if storage.exists(where) else None
+
+    def data_dir(self, log=None) -> str:
+        """The run's data folder (SynthFaces is re-rendered, deterministically, if it was removed)."""
+        import sys
+
+        from paw_ray.train.run import resolve_data
+
+        return resolve_data(self.cfg, self.run_dir, log or (lambda m: print(m, file=sys.stderr)))[0]
+
+    def cascade(self):
+        """The trained cascade (FRL + PaW, or grid centres + PaW) in eval mode, on CPU."""
+        from paw_ray.models.cascade import Cascade
+        from paw_ray.models.paw import PaW
+        from paw_ray.train.checkpoints import load_state
+
+        paw = PaW.from_config(self.cfg)
+        paw.load_state_dict(load_state(self.artifact("finetune")))
+        frl = self.frl() if self.cfg.parts.source == "frl" else None
+        return Cascade(paw, frl, self.cfg.parts.source).eval()
+
+    def frl(self):
+        """The trained FRL localization network (no MNL branch), eval mode."""
+        from paw_ray.train.stages.frl import load_frl
+
+        return load_frl(self.cfg, self.artifact("frl")).eval()
+
+
+def run_config(run_dir: str, manifest: Manifest) -> C.Config:
+    """The config the run trained with (see the module docstring)."""
+    if not manifest.preset:
+        raise RunDirError(f"{run_dir}: the manifest names no preset; not a paw_ray run")
+    cfg = C.preset(manifest.preset)
+    full = storage.join(run_dir, CONFIG_FILE)
+    try:
+        if storage.exists(full):
+            cfg = C.from_dict(storage.read_json(full), base=cfg)
+        for stage in STAGES:
+            rec = manifest.stages.get(stage)
+            if rec is not None and rec.config:
+                cfg = C.from_dict(rec.config, base=cfg)
+    except (C.ConfigError, ValueError) as e:
+        raise RunDirError(f"{run_dir}: cannot rebuild the run's config ({e})") from None
+    return cfg
+
+
+def open_run(run_dir: str) -> TrainedRun:
+    """Open a run directory written by ``paw-ray train``."""
+    where = storage.join(run_dir, MANIFEST_FILE)
+    if not storage.exists(where):
+        raise RunDirError(f"{run_dir}: no {MANIFEST_FILE} — not a run directory "
+                          "(train one with `paw-ray train --run-dir DIR`)")
+    manifest = Manifest.load_or_create(run_dir)
+    recorded = storage.read_json(where).get("run_dir", "") or ""
+    return TrainedRun(run_dir=run_dir, manifest=manifest, cfg=run_config(run_dir, manifest),
+                      recorded_run_dir=recorded)

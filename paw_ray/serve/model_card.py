@@ -1,0 +1,135 @@
+"""The model card written beside an exported cascade (``MODEL_CARD.md``): what the model
+is, what it was trained and measured on, how to call it, what it is for and where it fails."""
+
+from __future__ import annotations
+
+from paw_ray.attributes import ATTRIBUTES
+
+__all__ = ["parameter_counts", "model_card"]
+
+
+def parameter_counts(cascade) -> dict[str, int]:
+    """Parameters of each part of the exported cascade (BatchNorm buffers excluded)."""
+    from paw_ray.models.summary import count_params
+
+    paw = cascade.paw
+    out = {"frl_localization": count_params(cascade.frl) if cascade.frl is not None else 0,
+           "whole_subnet": count_params(paw.whole), "part_subnets": count_params(paw.parts),
+           "rsl": count_params(paw.rsl), "arl": count_params(paw.arl)}
+    out["paw"] = count_params(paw)
+    out["total"] = count_params(cascade)
+    return out
+
+
+def _accuracy_section(results: dict | None) -> list[str]:
+    if results is None:
+        return ["Not measured: the run's evaluate stage has not written results.json."]
+    lines = [f"Test split of the training data, {results['n_test']} images (from `results.json`). "
+             "Decision: probability > 0.5.", "",
+             "| network | mean accuracy | mean balanced accuracy |", "|---|---|---|"]
+    for row in ("frl", "whole", "part", "paw", "majority"):
+        if row in results["mean_accuracy"]:
+            lines.append(f"| {row} | {100 * results['mean_accuracy'][row]:.2f}% | "
+                         f"{100 * results['mean_balanced_accuracy'][row]:.2f}% |")
+    paw = results["accuracy"].get("paw")
+    if paw:
+        order = sorted(range(len(paw)), key=lambda j: paw[j])
+        lines += ["", "PaW, the 5 weakest attributes: " + ", ".join(
+            f"{ATTRIBUTES[j]} {100 * paw[j]:.1f}%" for j in order[:5]) + "; the 5 strongest: " + ", ".join(
+            f"{ATTRIBUTES[j]} {100 * paw[j]:.1f}%" for j in order[-5:]) + "."]
+    loc = results.get("localization")
+    if loc:
+        lines += ["", f"Localization (SynthFaces ground-truth cue boxes): the part centre falls inside the cue box "
+                      f"for {100 * loc['mean']:.1f}% of test images on average over the local attributes "
+                      f"(a random centre: {100 * loc['chance_mean']:.1f}%)."]
+    return lines
+
+
+def model_card(run, contract: dict) -> str:
+    """Markdown model card for an export of ``run`` described by ``contract`` (model.json)."""
+    s = contract["input"]["shape"][-1]
+    params = contract["parameters"]
+    synthetic = "synth" in (run.data_label or "").lower()
+    parity = contract["parity"]
+    lines = [
+        f"# Model card: PaW cascade face-attribute classifier ({run.preset} preset)",
+        "",
+        "The cascade of Ding et al., *A Deep Cascade Network for Unaligned Face Attribute Classification* "
+        "(AAAI 2018): a face region localization network (FRL) finds one part per attribute from its "
+        "class activation map, and the parts-and-whole network (PaW) — a whole-image subnet, 40 part "
+        "subnets, a region switch layer and an attribute relation layer — scores the 40 CelebA attributes.",
+        "",
+        "## Files",
+        f"- `{contract['file']}` ({contract['format']}), sha256 `{contract['sha256']}`",
+        "- `model.json`: the input/output contract below, machine-readable, and the parity check.",
+        "",
+        "## How to call it",
+        f"- Input `images`: uint8 `(batch, 3, {s}, {s})`, RGB, a **face box** cut, squared and resized to "
+        f"{s}x{s} (the face-box rule of `paw_ray.data.facebox`; `paw-ray predict` does this for photos). "
+        "Normalisation is inside the model.",
+        "- Outputs: `probabilities` float32 `(batch, 40)` in CelebA attribute order (decision: > 0.5); "
+        f"`boxes` int64 `(batch, 40, 4)`: x, y, w, h of each attribute's {contract['part_size']}x"
+        f"{contract['part_size']} part window in input pixels.",
+        f"- Part centres: {'FRL heatmap argmax' if contract['parts_source'] == 'frl' else 'fixed 4x4 grid'}.",
+        f"- Verified at export: on {parity['images']} test faces the exported model's probabilities differ from "
+        f"the PyTorch model's by at most {parity['max_abs_probability_diff']:.1e} (tolerance {parity['tolerance']:g}) "
+        "and its part boxes are identical.",
+        "",
+        "## Trust",
+        "A TorchScript file is a program: `torch.jit.load` runs the code inside it. Load only exports you made "
+        "or received from someone you trust, and check the sha256 above. An ONNX file is a graph executed by "
+        "onnxruntime's operators. The paw_ray tools never load exported files to serve; they rebuild the "
+        "networks from the run's weights with weights-only loading.",
+        "",
+        "## Training",
+        f"- Data: {run.data_label}. Preset: `{run.preset}` (input {s}x{s}, parts {contract['part_size']}px, "
+        f"subnets `{run.cfg.student}` at width {run.cfg.student_width:g}).",
+        f"- Run directory: `{contract['run_dir']}`.",
+        "- Schedule (paper §3): FRL with multi-net learning; hint-based compression of the whole-image "
+        "subnet; 40 part subnets trained alone on their parts; RSL+ARL fusion; end-to-end fine-tuning.",
+        "",
+        "## Parameters",
+        "| component | parameters |", "|---|---|",
+        f"| FRL localization network (MNL branch removed) | {params['frl_localization']:,} |",
+        f"| whole-image subnet g_0 | {params['whole_subnet']:,} |",
+        f"| 40 part subnets | {params['part_subnets']:,} |",
+        f"| RSL (41x40) + ARL (40x40) | {params['rsl'] + params['arl']:,} |",
+        f"| **total exported** | **{params['total']:,}** |",
+        "",
+        "## Measured accuracy",
+        *_accuracy_section(run.results),
+        "",
+        "## Intended use",
+        "Research and teaching: reproducing the paper's cascade, studying where attribute evidence lies on a "
+        "face, and as a component of systems that describe face images in aggregate. Not for identifying "
+        "people, and not for decisions about individuals (hiring, access, policing, credit, age or gender "
+        "verification).",
+        "",
+        "## Known limits",
+    ]
+    if synthetic:
+        lines.append("- **Trained on SynthFaces, a synthetic data set** of drawn faces whose attributes are visible "
+                     "cues at known places. Its accuracy says nothing about real photographs; this model is for "
+                     "testing the pipeline, not for use on real faces.")
+    if run.preset in ("smoke", "demo"):
+        lines.append(f"- The `{run.preset}` preset is deliberately tiny (small images, few epochs): its numbers "
+                     "show that the pipeline works, not what the method reaches.")
+    lines += [
+        "- CelebA-trained attribute models inherit CelebA's **label noise**: each image was labelled once by "
+        "annotators, and studies of the labels find a sizeable share of wrong or inconsistent ones, worst "
+        "for subtle attributes (5_o_Clock_Shadow, Bags_Under_Eyes, Narrow_Eyes, Oval_Face).",
+        "- Several attributes are **subjective** or social judgements, not facts about a face: Attractive, "
+        "Young, Heavy_Makeup, Big_Nose, Big_Lips, Oval_Face, Pointy_Nose, Chubby. A prediction reproduces "
+        "the annotators' judgement, with their biases.",
+        "- **Demographic skew**: CelebA is celebrity photos, mostly young, light-skinned and from Western media; "
+        "accuracy is lower and errors are correlated for under-represented groups (older people, darker "
+        "skin), and Male / Young are binary labels that do not describe people's identities.",
+        "- Attributes correlate in the training data (e.g. Heavy_Makeup with Wearing_Lipstick and not Male); "
+        "the attribute relation layer learns and uses these correlations, so a prediction may follow a "
+        "correlated attribute rather than visible evidence.",
+        "- The input must be a face box like the training ones (one face, roughly centred, about the face's "
+        "size). A whole photo, a profile view or a tiny face gives unreliable outputs.",
+        "- Accuracy is the mean over 40 attributes of a test split from the same source as the training "
+        "data; it is not a measure of performance on other populations or cameras.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,339 @@
+"""``paw-ray predict``: the trained cascade on image files, folders of images, or prepared
+shard folders, on this machine (no Ray needed).
+
+Inputs, in the order given:
+
+- an image file (any format Pillow reads; EXIF orientation applied);
+- a folder: every image file under it (``IMAGE_SUFFIXES``, recursively, sorted);
+- a shard folder (a prepared data set: it holds ``dataset.json``): the rows of its
+  ``split`` (default ``test``; ``all`` = every split). Shard images are face boxes
+  already cut, so they go through the training pipeline's own decode (``decode_batch``).
+
+Face boxes. The networks were trained on face boxes cut, squared and resized
+(``paw_ray.data.facebox``); an in-the-wild photo needs one too. ``box`` (one ``x, y, w, h``
+for every image) or ``boxes`` (``{image name or path: box}``, from ``--boxes CSV``) give it;
+an image without one is taken whole as the face — squared by padding, as the face-box
+rule does — and ``Predictor.notes`` says so (the CLI prints it on stderr).
+
+Per image: the 40 probabilities and decisions (probability > 0.5, the score > 0 rule of
+the evaluation), and the 40 part boxes ``x, y, w, h`` in the **input image's pixels**
+(the window in the network input mapped back through the face square, clipped to the
+image). An input that cannot be read is reported in ``Predictor.errors`` (its path and
+why) and the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
+from paw_ray.data import facebox, shards
+from paw_ray.errors import PawRayError
+
+__all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "parse_box", "read_boxes_csv",
+           "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]
+
+DEFAULT_EXPLAIN = ("Smiling", "Eyeglasses", "Wearing_Hat")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def parse_box(text: str, where: str = "--box") -> tuple[float, float, float, float]:
+    """``"x,y,w,h"`` -> four floats; a clear error otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(np.isfinite(values)) or values[2] <= 0 or values[3] <= 0:
+        raise PawRayError(f"{where}: expected x,y,w,h with w, h > 0, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def read_boxes_csv(path: str) -> dict[str, tuple[float, float, float, float]]:
+    """A CSV of ``image name,x,y,w,h`` lines (a header line is allowed) -> ``{name: box}``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise PawRayError(f"--boxes {path}: {e.strerror or e}") from None
+    boxes = {}
+    for n, row in enumerate(rows, 1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) != 5:
+            raise PawRayError(f"{path}:{n}: expected 5 fields (image name,x,y,w,h), got {len(row)}")
+        try:
+            boxes[row[0].strip()] = parse_box(",".join(row[1:]), f"{path}:{n}")
+        except PawRayError:
+            if n == 1 and not boxes:
+                continue  # a header line
+            raise
+    return boxes
+
+
+@dataclass
+class Face:
+    """One input ready for the network."""
+
+    source: str  # what the user named: a file path, or "<shard folder>#<image_id>"
+    image_id: str
+    pixels: np.ndarray  # uint8 (3, S, S)
+    square: tuple[float, float, float, float]  # x, y, s, s: the face square in input pixels
+    input_size: tuple[int, int]  # width, height of the input image
+    box_source: str  # "--box" | "--boxes" | "whole image" | "shard"
+
+
+@dataclass
+class Prediction:
+    face: Face
+    probabilities: np.ndarray  # (40,)
+    boxes: np.ndarray  # (40, 4) x, y, w, h in input pixels
+    net_boxes: np.ndarray  # (40, 4) the same windows in network-input pixels (on ``face.pixels``)
+    heatmaps: np.ndarray | None = field(default=None, repr=False)  # (40, h, w), with explain
+
+    @property
+    def decisions(self) -> np.ndarray:
+        return self.probabilities > 0.5
+
+    def to_json(self) -> dict:
+        f = self.face
+        return {
+            "input": f.source,
+            "image_id": f.image_id,
+            "input_size": list(f.input_size),
+            "face_box": [round(float(v), 2) for v in f.square],
+            "face_box_source": f.box_source,
+            "probabilities": {a: round(float(p), 6) for a, p in zip(ATTRIBUTES, self.probabilities)},
+            "decisions": {a: bool(d) for a, d in zip(ATTRIBUTES, self.decisions)},
+            "part_boxes": {a: [round(float(v), 2) for v in b] for a, b in zip(ATTRIBUTES, self.boxes)},
+        }
+
+
+def expand_inputs(paths: Iterable[str]) -> list[tuple[str, str]]:
+    """``[("image", path) | ("shards", folder) | ("empty", folder)]`` in order. A missing path is
+    kept as an image and fails, naming itself, when it is read."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            if os.path.exists(os.path.join(p, shards.DATASET_INFO_FILE)):
+                out.append(("shards", p))
+                continue
+            found = []
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+            out += [("image", f) for f in found] if found else [("empty", p)]
+        else:
+            out.append(("image", p))
+    return out
+
+
+class Predictor:
+    """Runs a trained cascade over inputs; collects ``errors`` and ``notes`` for the user."""
+
+    def __init__(self, run, box=None, boxes: dict | None = None, split: str = "test",
+                 batch_size: int = 32, explain: bool = False):
+        import torch
+
+        if box is not None and boxes:
+            raise PawRayError("give --box or --boxes, not both")
+        if split not in (*shards.SPLITS, "all"):
+            raise PawRayError(f"--split {split!r}: one of {', '.join(shards.SPLITS)}, all")
+        self.run = run
+        self.cascade = run.cascade()
+        self.image_size = self.cascade.image_size
+        self.box, self.boxes = box, boxes or {}
+        self.split, self.batch_size, self.explain = split, max(1, batch_size), explain
+        self.errors: list[str] = []
+        self.whole_image: list[str] = []  # inputs taken whole as the face
+        self._torch = torch
+
+    @property
+    def notes(self) -> list[str]:
+        if not self.whole_image:
+            return []
+        shown = ", ".join(self.whole_image[:5]) + (", ..." if len(self.whole_image) > 5 else "")
+        return [f"no face box given for {len(self.whole_image)} image(s) ({shown}): the whole image is "
+                "taken as the face (padded to a square). For in-the-wild photos give --box x,y,w,h "
+                "or --boxes CSV (image name,x,y,w,h)."]
+
+    # ------------------------------------------------------------------ inputs
+
+    def _box_for(self, path: str):
+        if self.box is not None:
+            return self.box, "--box"
+        for key in (path, os.path.basename(path), os.path.normpath(path)):
+            if key in self.boxes:
+                return self.boxes[key], "--boxes"
+        return None, "whole image"
+
+    def load_image(self, path: str) -> Face:
+        """Read, orient, cut the face square and resize one image file."""
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im).convert("RGB")
+        except FileNotFoundError:
+            raise PawRayError(f"{path}: no such file") from None
+        except UnidentifiedImageError:
+            raise PawRayError(f"{path}: not an image (Pillow cannot identify its format)") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise PawRayError(f"{path}: the image does not decode ({e})") from None
+        width, height = im.size
+        box, source = self._box_for(path)
+        if box is None:
+            self.whole_image.append(path)
+            box = (0.0, 0.0, float(width), float(height))
+        try:
+            square, _ = facebox.face_square(box, None, width, height)
+        except facebox.FaceBoxError as e:
+            raise PawRayError(f"{path}: face box {tuple(box)} unusable ({e})") from None
+        face = facebox.cut_square(im, square, self.image_size)
+        pixels = np.ascontiguousarray(np.asarray(face, dtype=np.uint8).transpose(2, 0, 1))
+        return Face(path, os.path.basename(path), pixels, tuple(float(v) for v in square),
+                    (width, height), source)
+
+    def shard_faces(self, folder: str) -> Iterator[Face]:
+        """The rows of a prepared data set's split, decoded as the training pipeline does."""
+        import pyarrow.parquet as pq
+
+        from paw_ray import storage
+        from paw_ray.data.pipeline import decode_batch
+
+        info = shards.read_info(folder)
+        splits = shards.SPLITS if self.split == "all" else (self.split,)
+        for split in splits:
+            for f in shards.shard_files(folder, info, split):
+                fs, path = storage.resolve(f)
+                pf = pq.ParquetFile(fs.open_input_file(path))
+                for batch in pf.iter_batches(batch_size=256, columns=["image_id", "image", "labels"]):
+                    import pyarrow as pa
+
+                    decoded = decode_batch(pa.Table.from_batches([batch]), image_size=self.image_size,
+                                           train=False)
+                    for i, image_id in enumerate(decoded["image_id"]):
+                        if not decoded["ok"][i]:
+                            self.errors.append(f"{folder} ({split}, image_id {image_id}): the image does not decode")
+                            continue
+                        s = info.image_size
+                        yield Face(f"{folder}#{image_id}", str(image_id), decoded["image"][i],
+                                   (0.0, 0.0, float(s), float(s)), (s, s), "shard")
+
+    def faces(self, inputs: list[tuple[str, str]]) -> Iterator[Face]:
+        for kind, p in inputs:
+            if kind == "empty":
+                self.errors.append(f"{p}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+                continue
+            if kind == "shards":
+                try:
+                    yield from self.shard_faces(p)
+                except PawRayError as e:
+                    self.errors.append(str(e))
+                continue
+            try:
+                yield self.load_image(p)
+            except PawRayError as e:
+                self.errors.append(str(e))
+
+    # ------------------------------------------------------------------ model
+
+    def predict_faces(self, faces: list[Face]) -> list[Prediction]:
+        torch = self._torch
+        if not faces:
+            return []
+        with torch.no_grad():
+            out = self.cascade.run(torch.from_numpy(np.stack([f.pixels for f in faces])))
+        probs = out.probabilities.numpy().astype(np.float64)
+        net_boxes = out.boxes.numpy().astype(np.float64)
+        heat = out.heatmaps.numpy() if (self.explain and out.heatmaps is not None) else None
+        preds = []
+        for i, f in enumerate(faces):
+            preds.append(Prediction(f, probs[i], self.to_input_pixels(net_boxes[i], f), net_boxes[i],
+                                    None if heat is None else heat[i]))
+        return preds
+
+    def to_input_pixels(self, boxes: np.ndarray, face: Face) -> np.ndarray:
+        """Boxes in network-input pixels -> the input image's pixels, clipped to the image."""
+        x, y, s, _ = face.square
+        scale = s / self.image_size
+        x0, y0 = x + boxes[:, 0] * scale, y + boxes[:, 1] * scale
+        x1, y1 = x0 + boxes[:, 2] * scale, y0 + boxes[:, 3] * scale
+        w, h = face.input_size
+        x0, x1 = np.clip(x0, 0, w), np.clip(x1, 0, w)
+        y0, y1 = np.clip(y0, 0, h), np.clip(y1, 0, h)
+        return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+
+    def predict(self, paths: Iterable[str]) -> Iterator[Prediction]:
+        """Predictions for every readable input, in order, batch by batch."""
+        batch: list[Face] = []
+        for face in self.faces(expand_inputs(paths)):
+            batch.append(face)
+            if len(batch) == self.batch_size:
+                yield from self.predict_faces(batch)
+                batch = []
+        yield from self.predict_faces(batch)
+
+
+# ---------------------------------------------------------------------- writers
+
+def write_jsonl(preds: Iterable[Prediction], out: io.TextIOBase) -> int:
+    import json
+
+    n = 0
+    for p in preds:
+        out.write(json.dumps(p.to_json()) + "\n")
+        n += 1
+    return n
+
+
+def csv_header() -> list[str]:
+    head = ["input", "image_id", "input_width", "input_height", "face_x", "face_y", "face_side", "face_box_source"]
+    head += [f"p_{a}" for a in ATTRIBUTES] + list(ATTRIBUTES)
+    head += [f"box_{a}_{k}" for a in ATTRIBUTES for k in ("x", "y", "w", "h")]
+    return head
+
+
+def write_csv(preds: Iterable[Prediction], out: io.TextIOBase) -> int:
+    """One row per image: face box, ``p_<attribute>`` probabilities, 0/1 decisions under the
+    attribute names, and ``box_<attribute>_{x,y,w,h}``."""
+    w = csv.writer(out)
+    w.writerow(csv_header())
+    n = 0
+    for p in preds:
+        f = p.face
+        row = [f.source, f.image_id, *f.input_size, *(round(float(v), 2) for v in f.square[:3]), f.box_source]
+        row += [f"{v:.6f}" for v in p.probabilities] + [int(d) for d in p.decisions]
+        row += [f"{v:.2f}" for v in p.boxes.reshape(NUM_ATTRIBUTES * 4)]
+        w.writerow(row)
+        n += 1
+    return n
+
+
+def write_explanation(pred: Prediction, folder: str, index: int, attributes: list[int], run_label: str) -> str:
+    """``<folder>/<index>-<image id>.png``: the face as the network saw it, the FRL heatmap and
+    part box of each chosen attribute, and all 40 part boxes (``overlays.explain_figure``)."""
+    import re
+
+    from matplotlib import pyplot as plt
+
+    from paw_ray.eval.overlays import explain_figure
+
+    face = pred.face
+    name = f"{index:04d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', face.image_id)[:80]}.png"
+    title = (f"{face.source} (face box: {face.box_source}); network input {face.pixels.shape[-1]}px\n"
+             f"{run_label}")
+    fig = explain_figure(face.pixels.transpose(1, 2, 0), pred.heatmaps, pred.net_boxes, pred.probabilities,
+                         attributes, title)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,270 @@
+"""What users look at and deploy, on ONE smoke run made through `paw-ray train` (which
+writes the report at its end): the report's figures, predict on image files and shards,
+batch inference with Ray Data, and the TorchScript / ONNX exports with their model card."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from paw_ray import cli
+from paw_ray import config as C
+from paw_ray.attributes import ATTRIBUTES
+from paw_ray.data import shards
+from paw_ray.serve.loading import open_run
+from paw_ray.train.manifest import semantic_dict
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ray_local, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("outputs") / "run")
+    assert cli.main(["train", "--preset", "smoke", "--run-dir", run_dir]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def test_rows(smoke_run):
+    """The first test rows of the run's data: (image_id, encoded image bytes)."""
+    run = open_run(smoke_run)
+    data = run.data_dir()
+    f = shards.shard_files(data, shards.read_info(data), "test")[0]
+    rows = pq.read_table(f, columns=["image_id", "image"]).slice(0, 4).to_pylist()
+    return data, [(r["image_id"], r["image"]) for r in rows]
+
+
+# --------------------------------------------------------------------------- run config
+
+def test_run_config_is_the_one_trained(smoke_run):
+    run = open_run(smoke_run)
+    want = C.preset("smoke")
+    for section in ("data", "frl", "parts", "finetune"):
+        assert semantic_dict(getattr(run.cfg, section)) == semantic_dict(getattr(want, section)), section
+    assert (run.cfg.student, run.cfg.student_width) == (want.student, want.student_width)
+    assert os.path.exists(os.path.join(smoke_run, "config.json"))
+
+
+# --------------------------------------------------------------------------- report
+
+def test_train_wrote_a_report_whose_figures_are_real_pngs(smoke_run):
+    report = os.path.join(smoke_run, "report")
+    page = open(os.path.join(report, "index.html"), encoding="utf-8").read()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    expected = {"accuracy.png", "pointing.png", "heatmaps.png", "part_boxes.png", "rsl.png", "arl.png", "curves.png"}
+    assert expected <= set(sources)
+    for src in sources:
+        assert not os.path.isabs(src) and "/" not in src, "figures sit beside index.html"
+        with Image.open(os.path.join(report, src)) as im:
+            assert im.format == "PNG"
+            im.verify()
+        with Image.open(os.path.join(report, src)) as im:
+            assert im.width > 200 and im.height > 200, (src, im.size)
+    # the Table 5 table: one header per attribute, a row per network
+    for name in ATTRIBUTES:
+        assert f"<th>{name.replace('_', ' ')}</th>" in page
+    for row in ("FRL branch", "Whole-only", "Part-only", "PaW", "majority"):
+        assert row in page
+    assert smoke_run in page and "smoke" in page
+
+
+def test_report_figures_name_the_run_and_the_arl_has_40_names(smoke_run):
+    meta = json.load(open(os.path.join(smoke_run, "report", "figures.json")))
+    assert meta["run_dir"] == smoke_run and meta["preset"] == "smoke"
+    arl = meta["figures"]["arl"]
+    names = [a.replace("_", " ") for a in ATTRIBUTES]
+    assert arl["xticklabels"] == names and arl["yticklabels"] == names
+    for fig in meta["figures"].values():
+        assert fig["title"] and fig["width"] > 200 and fig["height"] > 200
+
+
+def test_report_command_rewrites_the_report_elsewhere(smoke_run, tmp_path, capsys):
+    out = str(tmp_path / "rep")
+    assert cli.main(["report", "--run-dir", smoke_run, "--out", out]) == 0
+    assert capsys.readouterr().out.strip() == os.path.join(out, "index.html")
+    assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 7
+
+
+# --------------------------------------------------------------------------- predict
+
+def _predict(capsys, argv):
+    rc = cli.main(["predict", *argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_predict_images_errors_and_determinism(smoke_run, test_rows, tmp_path, capsys):
+    _, rows = test_rows
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    paths = []
+    for image_id, data in rows[:3]:
+        p = folder / f"{image_id}.png"
+        Image.open(io.BytesIO(data)).save(p)
+        paths.append(str(p))
+    Image.open(paths[0]).convert("RGB").resize((60, 90)).save(folder / "tall.jpg")  # not square
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage, not a JPEG")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    out = tmp_path / "pred.jsonl"
+    explain = tmp_path / "explain"
+    rc, stdout, stderr = _predict(capsys, ["--run-dir", smoke_run, str(folder), str(notes), paths[0],
+                                           "--out", str(out), "--explain", str(explain)])
+    assert rc == 1, "a failed input makes the exit status non-zero"
+    assert "corrupt.jpg" in stderr and "notes.txt" in stderr and "error" in stderr
+    assert "whole image is taken as the face" in stderr
+    preds = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [os.path.basename(p["input"]) for p in preds] == [
+        *(os.path.basename(p) for p in paths), "tall.jpg", os.path.basename(paths[0])]
+    for p in preds:
+        probs = np.array([p["probabilities"][a] for a in ATTRIBUTES])
+        assert probs.shape == (40,) and ((probs >= 0) & (probs <= 1)).all()
+        assert p["decisions"] == {a: p["probabilities"][a] > 0.5 for a in ATTRIBUTES}
+        w, h = p["input_size"]
+        boxes = np.array([p["part_boxes"][a] for a in ATTRIBUTES])
+        assert boxes.shape == (40, 4) and (boxes[:, 2:] > 0).all()
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 0] + boxes[:, 2] <= w + 1e-6).all() and (boxes[:, 1] + boxes[:, 3] <= h + 1e-6).all()
+    assert preds[0]["probabilities"] == preds[-1]["probabilities"], "same image twice, same answer"
+    assert preds[0]["part_boxes"] == preds[-1]["part_boxes"]
+    overlays = sorted(os.listdir(explain))
+    assert len(overlays) == len(preds)
+    with Image.open(explain / overlays[0]) as im:
+        assert im.format == "PNG" and im.width > 200
+
+
+def test_predict_with_a_face_box_maps_boxes_into_the_photo(smoke_run, test_rows, tmp_path, capsys):
+    """An in-the-wild photo: a test face pasted at (70, 20) into a larger canvas. With its box
+    (--boxes CSV or --box) the network sees exactly the face's pixels: the same answer as
+    the face alone, and the same part boxes shifted by (70, 20)."""
+    _, rows = test_rows
+    face = Image.open(io.BytesIO(rows[0][1])).convert("RGB")
+    side = face.width
+    canvas = Image.new("RGB", (side + 120, side + 50), (20, 80, 20))
+    canvas.paste(face, (70, 20))
+    photo = tmp_path / "photo.png"
+    canvas.save(photo)
+    face_file = tmp_path / "face.png"
+    face.save(face_file)
+    boxes_csv = tmp_path / "boxes.csv"
+    boxes_csv.write_text(f"image,x,y,w,h\nphoto.png,70,20,{side},{side}\n")
+    rc, stdout, stderr = _predict(capsys, ["--run-dir", smoke_run, str(photo), "--boxes", str(boxes_csv),
+                                           "--format", "csv"])
+    assert rc == 0 and "whole image" not in stderr
+    lines = stdout.splitlines()
+    assert len(lines) == 2
+    rec = dict(zip(lines[0].split(","), lines[1].split(",")))
+    assert rec["face_box_source"] == "--boxes" and float(rec["face_x"]) == 70
+    for a in ATTRIBUTES:
+        x, y, w, h = (float(rec[f"box_{a}_{k}"]) for k in "xywh")
+        assert 70 <= x and x + w <= 70 + side and 20 <= y and y + h <= 20 + side
+        assert 0 <= float(rec[f"p_{a}"]) <= 1
+    rc, stdout, _ = _predict(capsys, ["--run-dir", smoke_run, str(photo), "--box", f"70,20,{side},{side}"])
+    boxed = json.loads(stdout)
+    rc, stdout, _ = _predict(capsys, ["--run-dir", smoke_run, str(face_file)])
+    plain = json.loads(stdout)
+    for a in ATTRIBUTES:
+        assert boxed["probabilities"][a] == pytest.approx(plain["probabilities"][a], abs=1e-6)
+        assert boxed["part_boxes"][a] == pytest.approx(np.add(plain["part_boxes"][a], [70, 20, 0, 0]).tolist())
+        assert float(rec[f"p_{a}"]) == pytest.approx(plain["probabilities"][a], abs=1e-6)
+
+
+def test_predict_on_a_shard_folder_predicts_its_test_split(smoke_run, test_rows, capsys):
+    data, _ = test_rows
+    rc, stdout, stderr = _predict(capsys, ["--run-dir", smoke_run, data])
+    assert rc == 0 and "whole image" not in stderr
+    preds = [json.loads(line) for line in stdout.splitlines()]
+    assert len(preds) == shards.read_info(data).num_rows["test"]
+    assert all(p["face_box_source"] == "shard" for p in preds)
+
+
+def test_predict_refuses_a_bad_box_and_an_unfinished_run(smoke_run, tmp_path, capsys):
+    rc, _, stderr = _predict(capsys, ["--run-dir", smoke_run, "x.png", "--box", "1,2,3"])
+    assert rc == 2 and "--box" in stderr
+    rc, _, stderr = _predict(capsys, ["--run-dir", str(tmp_path), "x.png"])
+    assert rc == 2 and "not a run directory" in stderr
+
+
+# --------------------------------------------------------------------------- batch inference
+
+def test_batch_inference_writes_one_prediction_per_input_row(smoke_run, test_rows, tmp_path, capsys):
+    from paw_ray.serve.batch import predict_shards
+
+    data, rows = test_rows
+    out = str(tmp_path / "preds")
+    summary = predict_shards(smoke_run, None, out, split="all", log=lambda m: None)
+    info = shards.read_info(data)
+    assert summary["rows"] == summary["input_rows"] == sum(info.num_rows.values())
+    assert summary["images_per_s"] > 0 and summary["decode_failures"] == 0
+    table = pq.read_table(out)
+    ids = table.column("image_id").to_pylist()
+    want = []
+    for split in shards.SPLITS:
+        for f in shards.shard_files(data, info, split):
+            want += pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+    assert sorted(ids) == sorted(want)
+    probs = np.stack([table.column(f"p_{a}").to_numpy() for a in ATTRIBUTES], axis=1)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    boxes = np.stack([np.stack(table.column(f"box_{a}").to_numpy(zero_copy_only=False)) for a in ATTRIBUTES], 1)
+    assert boxes.shape == (len(ids), 40, 4) and (boxes[..., :2] >= 0).all()
+    assert (boxes[..., :2] + boxes[..., 2:] <= info.image_size).all()
+    # the same answer as `paw-ray predict` on the same shard rows
+    rc, stdout, _ = _predict(capsys, ["--run-dir", smoke_run, data])
+    single = {p["image_id"]: p for p in map(json.loads, stdout.splitlines())}
+    for k, image_id in enumerate(ids):
+        if image_id in single:
+            np.testing.assert_allclose(probs[k], [single[image_id]["probabilities"][a] for a in ATTRIBUTES],
+                                       atol=2e-6)
+    # an output folder that holds files is refused unless --overwrite
+    with pytest.raises(Exception, match="overwrite"):
+        predict_shards(smoke_run, None, out, log=lambda m: None)
+
+
+def test_batch_job_entrypoint_help():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "jobs", "predict.py"), "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--run-dir" in r.stdout and "--out" in r.stdout
+
+
+# --------------------------------------------------------------------------- export
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_matches_the_pytorch_cascade(smoke_run, test_rows, tmp_path, capsys, fmt):
+    import torch
+
+    from paw_ray.eval.report import sample_faces
+    from paw_ray.serve.export import PARITY_ATOL, deployable_cascade, run_exported
+
+    out = tmp_path / fmt
+    assert cli.main(["export", "--run-dir", smoke_run, "--format", fmt, "--out", str(out)]) == 0
+    written = json.loads(capsys.readouterr().out)
+    contract = json.load(open(out / "model.json"))
+    assert contract["parity"]["boxes_identical"] and contract["parity"]["max_abs_probability_diff"] <= PARITY_ATOL
+    assert contract["input"]["dtype"] == "uint8" and contract["attributes"] == list(ATTRIBUTES)
+    # independently: the test split's faces (another batch size than the export's check)
+    run = open_run(smoke_run)
+    cascade = run.cascade()  # the eager cascade as predict uses it (chunked centres, CPU part blocks)
+    images = sample_faces(run.data_dir(), cascade.image_size, n=24)["image"]
+    with torch.no_grad():
+        ref_p, ref_b = (t.numpy() for t in cascade(torch.from_numpy(images)))
+    probs, boxes = run_exported(written["model"], fmt, images)
+    np.testing.assert_allclose(probs, ref_p, rtol=0, atol=PARITY_ATOL)
+    np.testing.assert_array_equal(boxes, ref_b)
+    assert deployable_cascade(run).one_pass
+    card = (out / "MODEL_CARD.md").read_text()
+    results = run.results
+    assert f"{100 * results['mean_accuracy']['paw']:.2f}%" in card
+    for needle in ("SynthFaces", "synthetic", "Attractive", "label noise", "Demographic skew", "smoke",
+                   "Intended use", "program", f"{contract['parameters']['total']:,}"):
+        assert needle in card, needle
