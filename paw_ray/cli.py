@@ -98,6 +98,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from paw_ray.train.tune import format_summary, load_space, run_tune
+
+    cfg = _train_config(args)
+    run_dir = args.run_dir or f"runs/{cfg.preset}"
+    space = load_space(args.space, cfg, args.stage) if args.space else None
+    summary = run_tune(cfg, run_dir, args.stage, num_samples=args.num_samples, scheduler=args.scheduler,
+                       space=space, max_concurrent=args.max_concurrent)
+    print()
+    print(format_summary(summary))
+    print(f"Best configuration: {summary['best_yaml']}")
+    print(f"  reuse it: paw-ray train --preset {cfg.preset} --set-from {summary['best_yaml']} --run-dir {run_dir}")
+    return 0
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """Where a pipeline command runs: data, run directory, dry-run steps, cluster."""
+    p.add_argument("--data", metavar="DIR", help="prepared shards (default: SynthFaces rendered for the preset)")
+    p.add_argument("--run-dir", metavar="DIR", help="run directory, local or URI (default: runs/<preset>)")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="dry run: one epoch of at most N steps per stage")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+
+
 # --------------------------------------------------------------------------- outputs
 
 def _stderr(message: str) -> None:
@@ -247,14 +271,29 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for the same config in --run-dir are reused.")
     _add_config_args(p, default_preset="demo")
     p.add_argument("--set-from", metavar="FILE", help="YAML written by `paw-ray tune` (best config)")
-    p.add_argument("--data", metavar="DIR", help="prepared shards (default: SynthFaces rendered for the preset)")
-    p.add_argument("--run-dir", metavar="DIR", help="run directory, local or URI (default: runs/<preset>)")
+    _add_run_args(p)
     p.add_argument("--stages", metavar="LIST", help="run exactly these stages (comma-separated), forced")
-    p.add_argument("--from-stage", metavar="STAGE", help="rerun this stage and every stage after it")
-    p.add_argument("--max-steps", type=int, metavar="N",
-                   help="dry run: one epoch of at most N steps per stage")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--from-stage", metavar="STAGE",
+                   help="rerun this stage and every stage after it (with new --data, localize reruns too)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("tune", help="search a stage's hyperparameters with Ray Tune",
+                       description="Ray Tune over one Ray Train stage: each trial a TorchTrainer run; the "
+                                   "upstream stages are run or reused from --run-dir first. Writes "
+                                   "<run-dir>/tune/<stage>/{summary.json,summary.md,best.yaml}.")
+    _add_config_args(p, default_preset="demo")
+    _add_run_args(p)
+    p.add_argument("--stage", required=True, choices=["frl", "hint", "whole", "fusion", "finetune"],
+                   help="the stage to tune")
+    p.add_argument("--num-samples", type=int, default=4, metavar="N", help="trials to run (default 4)")
+    p.add_argument("--scheduler", default="asha", choices=["asha", "fifo"],
+                   help="asha: stop weak trials early at rungs (default); fifo: run every trial to its end")
+    p.add_argument("--space", metavar="FILE",
+                   help="search space, YAML/JSON: key: {loguniform|uniform|randint|choice|grid: [...]} "
+                        "(default: lr, weight_decay, batch_size around the preset)")
+    p.add_argument("--max-concurrent", type=int, default=0, metavar="K",
+                   help="at most K trials at once (default and upper bound: what the cluster's CPUs/GPUs fit)")
+    p.set_defaults(func=_cmd_tune)
 
     _add_output_parsers(sub)
     return parser

@@ -85,6 +85,7 @@ class StageConfig:
     use_gpu: bool = _resource(False)
     cpus_per_worker: float = _resource(1.0)
     max_failures: int = _resource(2)  # Ray Train FailureConfig
+    placement: str = _resource("PACK")  # Ray Train placement of the workers: PACK | SPREAD (one per node)
 
 
 @dataclass
@@ -302,11 +303,20 @@ def from_dict(obj: dict[str, Any], base: Config | None = None) -> Config:
 
 
 def load_yaml(path: str, base: Config | None = None) -> Config:
+    """A YAML file of (possibly partial) nested sections over ``base``; ``path`` may be a URI
+    (``s3://.../tune/whole/best.yaml`` written by a tune job on a cluster)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            obj = yaml.safe_load(f)
+        if "://" in path and not path.startswith("file://"):
+            from paw_ray import storage
+
+            obj = yaml.safe_load(storage.read_bytes(path).decode("utf-8"))
+        else:
+            with open(path.removeprefix("file://"), encoding="utf-8") as f:
+                obj = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     try:
@@ -375,6 +385,9 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.cpus_per_worker: must be > 0")
         if s.max_failures < 0:
             problems.append(f"{name}.max_failures: must be >= 0")
+        if s.placement not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            problems.append(f"{name}.placement: {s.placement!r} is not one of PACK, SPREAD, STRICT_PACK, "
+                            "STRICT_SPREAD")
         if not 0 <= s.momentum < 1:
             problems.append(f"{name}.momentum: must be in [0, 1)")
         if s.weight_decay < 0:

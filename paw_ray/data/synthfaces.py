@@ -973,6 +973,8 @@ def synthesize(n: int, size: int, seed: int, out: str, label_noise: float = 0.0,
 
     from paw_ray import storage
 
+    if storage.is_local(out):  # Ray tasks run in other folders (other nodes, a job's working dir)
+        out = storage.local_path(out)
     info_loc = storage.join(out, shards.DATASET_INFO_FILE)
     if storage.exists(info_loc):  # the set is being replaced: never leave an old, mixed index
         storage.remove_tree(info_loc)

@@ -23,6 +23,10 @@ def ensure_ray(rcfg: RayConfig) -> bool:
     address = rcfg.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs = {}
     if address == "local":
-        kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": False}
+        # The dashboard serves Ray's state API, which Ray Train V2's PlacementGroupCleaner
+        # polls to free the worker group of a controller that died (e.g. a Tune trial
+        # stopped early): without it those CPUs stay reserved and later trials wait forever.
+        # Bound to 127.0.0.1; another free port is taken if the default one is in use.
+        kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True, "dashboard_host": "127.0.0.1"}
     ray.init(address=address, **kwargs)
     return address == "local"

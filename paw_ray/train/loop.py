@@ -26,7 +26,7 @@ from paw_ray.data.pipeline import StreamStats, to_torch_batch
 from paw_ray.train.checkpoints import load_state, save_state
 
 __all__ = ["TrainTask", "train_worker_loop", "make_optimizer", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
-           "per_attribute_correct"]
+           "per_attribute_correct", "peak_rss_mb"]
 
 STATE_FILE = "state.pt"
 
@@ -110,6 +110,12 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, attempt = state["epoch"] + 1, state["history"], state["attempt"] + 1
 
+    # where the workers run (the manifest's record of a stage shows it)
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, nodes[0])
+        nodes = gathered
     epochs = 1 if cfg.max_steps > 0 else scfg.epochs
     per_worker_batch = max(1, scfg.batch_size // world)
     train_shard = ray.train.get_dataset_shard("train")
@@ -123,6 +129,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
             val_shard.iter_batches(batch_size=per_worker_batch, batch_format="numpy", prefetch_batches=2),
             log_prefix=f"[{stage}]" if rank == 0 else None)
         metrics["workers"] = world
+        metrics["nodes"] = sorted(set(nodes))
         history.append(metrics)
         last = epoch == max(epochs, 1) - 1
         if rank == 0:
@@ -162,11 +169,21 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, epoch: int, epochs: int, 
         "val_loss": val["loss"],
         "val_mean_accuracy": val["mean_accuracy"],
         "epoch_time_s": round(time.time() - t0, 2),
+        "peak_rss_mb": peak_rss_mb(),
     }
+    if getattr(device, "type", "") == "cuda":
+        metrics["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     if metrics["decode_failures"] and log_prefix:
         print(f"{log_prefix} epoch {epoch}: skipped {metrics['decode_failures']} row(s) whose image "
               f"did not decode, e.g. {stats.failed_ids[:3]}")
     return metrics
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (a dry run's memory check), in MiB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
 def train_epoch(model, task: TrainTask, optimizer, batches, stats: StreamStats, device,

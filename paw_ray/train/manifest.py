@@ -77,6 +77,8 @@ def stage_inputs(cfg: Config, stage: str) -> tuple[str, ...]:
     """The stages whose results ``stage`` consumes under ``cfg``."""
     if stage == "localize" and cfg.parts.source == "grid":
         return ()  # fixed grid centres: the FRL is not consulted
+    if stage == "whole" and cfg.whole.lambda1 > 0:
+        return ("hint", "frl")  # a hint term in stage b too: the FRL is its teacher
     return STAGE_INPUTS[stage]
 
 
@@ -119,6 +121,7 @@ class StageRecord:
     finished_at: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    reused_from: str = ""  # run directory that trained it, when adopted from a sibling run (paw-ray ablate)
 
 
 @dataclass

@@ -8,11 +8,14 @@ changed config reruns the stages it touches and those after them.
 
 ``stages=[...]`` (``--stages``, ``--from-stage``) runs exactly those stages, forcing
 them, and takes every other stage's last result from the run directory as it is:
-the way to retrain from some stage onward on new or more data.
+the way to retrain from some stage onward on new or more data. One exception: the
+part centres (``localize``) are per image, so when a forced stage reads them and they
+were computed for other data (or another FRL), ``localize`` reruns too, with a log line.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable
 
@@ -22,7 +25,7 @@ from paw_ray.data import shards
 from paw_ray.errors import PawRayError
 from paw_ray.train.manifest import STAGES, Manifest, RunDirError, stage_fingerprint, stage_inputs
 
-__all__ = ["train", "resolve_data", "data_identity", "parse_stages"]
+__all__ = ["train", "resolve_data", "data_identity", "parse_stages", "absolute"]
 
 
 def parse_stages(stages: str | None, from_stage: str | None) -> list[str] | None:
@@ -81,10 +84,20 @@ def _artifact_inputs(manifest: Manifest, cfg: Config, stage: str) -> dict[str, s
 
 
 def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
-          log: Callable[[str], None] = print) -> dict:
-    """Run the pipeline over ``run_dir``; return the manifest's stage records and the results."""
+          log: Callable[[str], None] = print, only: set[str] | None = None) -> dict:
+    """Run the pipeline over ``run_dir``; return the manifest's stage records and the results.
+
+    ``only``: consider just these stages (reusing each one complete for its config, running
+    the rest) and leave the others alone — how ``paw-ray tune`` makes a stage's inputs.
+    """
     from paw_ray.train.cluster import ensure_ray
 
+    # Ray tasks and Train workers run in other folders (other nodes, a job's working dir):
+    # a relative path would name a different place in each of them.
+    run_dir = absolute(run_dir)
+    if cfg.data.path:
+        cfg = copy.deepcopy(cfg)
+        cfg.data.path = absolute(cfg.data.path)
     manifest = Manifest.load_or_create(run_dir)
     if manifest.preset and manifest.preset != cfg.preset:
         raise RunDirError(f"{run_dir} holds a run of the {manifest.preset!r} preset, not {cfg.preset!r}; "
@@ -100,8 +113,16 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
 
     t_start = time.time()
     for stage in STAGES:
+        if only is not None and stage not in only:
+            continue
         fps = {s: manifest.stages[s].fingerprint for s in stage_inputs(cfg, stage) if s in manifest.stages}
-        fp = stage_fingerprint(cfg, stage, identity, fps)
+        # no fingerprint without the inputs' records (the checks below say what is missing)
+        fp = stage_fingerprint(cfg, stage, identity, fps) if len(fps) == len(stage_inputs(cfg, stage)) else ""
+        if forced is not None and stage not in forced and fp and _stale_centres(manifest, cfg, stage, fp, forced):
+            users = [s for s in STAGES if s in forced and stage in stage_inputs(cfg, s)]
+            log(f"[{stage}] the part centres in {run_dir} belong to other data or another FRL, and "
+                f"{', '.join(users)} use them: rerunning {stage} too")
+            forced.add(stage)
         if forced is not None and stage not in forced:
             if stage not in manifest.stages or manifest.stages[stage].status != "complete":
                 if any(stage in stage_inputs(cfg, s) for s in forced):
@@ -124,6 +145,24 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     results_location = storage.join(run_dir, "results.json")
     return {"manifest": manifest,
             "results": storage.read_json(results_location) if storage.exists(results_location) else None}
+
+
+def absolute(location: str) -> str:
+    """A local location as an absolute path (every node and task reads the same place); URIs as they are."""
+    return storage.local_path(location) if storage.is_local(location) else location
+
+
+def _stale_centres(manifest: Manifest, cfg: Config, stage: str, fingerprint: str, forced: set[str]) -> bool:
+    """True when ``stage`` is ``localize``, not forced, complete for another fingerprint (other
+    data, another FRL, another part source), and a forced stage reads its centres.
+
+    Part centres are per image: retraining from ``parts`` on new data needs them for the new
+    images, so ``--from-stage parts --data NEW`` reruns ``localize`` (with the run's FRL) too.
+    """
+    if stage != "localize" or not any(stage in stage_inputs(cfg, s) for s in forced):
+        return False
+    rec = manifest.stages.get(stage)
+    return rec is not None and rec.status == "complete" and rec.fingerprint != fingerprint
 
 
 def _stage_config(cfg: Config, stage: str) -> dict:
@@ -159,7 +198,7 @@ def _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log):
     return run_evaluate(cfg, data_dir, run_dir, inputs, data_label)
 
 
-def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs):
+def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None):
     import ray
 
     from paw_ray.data.pipeline import image_stream
@@ -174,5 +213,5 @@ def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs):
     datasets = {"train": image_stream(data_dir, "train", train=True, seed=cfg.seed, **common),
                 "val": image_stream(data_dir, "val", train=False, **common)}
     prior = shards.label_positive_rate(data_dir, "train")
-    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior)
+    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior, callbacks=callbacks)
 

@@ -49,6 +49,7 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
         scaling_config=ray.train.ScalingConfig(
             num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
             resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},
+            placement_strategy=scfg.placement,
         ),
         run_config=ray.train.RunConfig(
             name=f"{stage}-{fingerprint}",

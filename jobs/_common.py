@@ -1,0 +1,38 @@
+"""What the job entrypoints share: run one ``paw-ray`` subcommand under the script's own name.
+
+The entrypoints are what ``ray job submit --working-dir . -- python jobs/<name>.py ...``
+runs on the cluster's head node. They hold no options of their own: each is the
+``paw-ray`` subcommand of the same name (its parser, its checks, its exit codes), so
+``jobs/train.py --help`` is ``paw-ray train --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# The job's working directory (the repository, uploaded by ``--working-dir .``) holds
+# paw_ray/: importable even on a cluster where the package is not installed.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+
+def run(subcommand: str, argv: list[str] | None = None) -> int:
+    from paw_ray import cli
+    from paw_ray.errors import PawRayError
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[subcommand]
+    sub.prog = f"python jobs/{os.path.basename(sys.argv[0])}"
+    args = sub.parse_args(sys.argv[1:] if argv is None else argv)
+    args.command = subcommand
+    try:
+        return int(args.func(args) or 0)
+    except PawRayError as e:
+        print(f"{sub.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{sub.prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,226 @@
+"""Cluster use, for real: a head and two worker nodes started with ``ray start`` as separate
+processes on 127.0.0.1 (token auth on, as Ray 2.60 sets it up), the smoke pipeline submitted
+with ``ray job submit --working-dir . -- python jobs/train.py``; then, on the run directory
+that job left, cluster-scale retraining from ``parts`` on new data and a Ray Tune search.
+
+One pipeline run serves every test here (module fixture); the cluster is stopped as soon as
+the job is done, pass or fail, so the later tests run on the session's local Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from paw_ray import config as C
+from paw_ray import storage
+from paw_ray.train.manifest import STAGES, Manifest
+from paw_ray.train.stages.parts import part_dir
+
+from ray_cluster import LocalCluster
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The smoke preset, trimmed where it only costs time here (placement is what is tested):
+# fewer images and epochs, and the FRL's two DDP workers spread over two nodes.
+JOB_SETS = ["data.synth_n=400", "frl.epochs=3", "whole.epochs=3", "parts.epochs=1", "fusion.epochs=1",
+            "frl.placement=SPREAD"]
+
+
+def job_config() -> C.Config:
+    return C.apply_overrides(C.preset("smoke"), JOB_SETS)
+
+
+@pytest.fixture(scope="module")
+def cluster_job(tmp_path_factory):
+    """Start the cluster, submit the pipeline, wait, record what ran where, stop the cluster."""
+    run_dir = str(tmp_path_factory.mktemp("multinode") / "run")  # absolute, under /tmp: every node sees it
+    cluster = LocalCluster(head_cpus=1, workers=(2, 2))
+    info: dict = {"run_dir": run_dir}
+    t0 = time.time()
+    try:
+        cluster.start()
+        info["start_s"] = round(time.time() - t0, 1)
+        info["names"] = cluster.node_names_by_id()
+        sub_id = f"paw-multinode-{cluster.id}"
+        t1 = time.time()
+        cmd = ["job", "submit", "--submission-id", sub_id, "--working-dir", ROOT, "--",
+               "python", "jobs/train.py", "--preset", "smoke", "--run-dir", run_dir]
+        for s in JOB_SETS:
+            cmd += ["--set", s]
+        out = cluster.ray(*cmd, timeout=3000, check=False)
+        info["job_s"] = round(time.time() - t1, 1)
+        info["submit_rc"] = out.returncode
+        info["status"] = cluster.ray("job", "status", sub_id, check=False).stdout
+        info["succeeded"] = f"Job '{sub_id}' succeeded" in info["status"]
+        info["logs"] = cluster.ray("job", "logs", sub_id, check=False).stdout
+        info["actors"] = json.loads(cluster.ray("list", "actors", "--format", "json", "--detail",
+                                                "--limit", "10000").stdout)
+        info["part_tasks"] = json.loads(cluster.ray("list", "tasks", "--format", "json", "--limit", "10000",
+                                                    "--filter", "func_or_class_name=train_part").stdout)
+    finally:
+        info["killed_by_marker"] = cluster.stop()
+        info["left_running"] = cluster.marked_pids()
+        info["total_s"] = round(time.time() - t0, 1)
+    print(f"\n[multinode] cluster start {info.get('start_s')}s, job {info.get('job_s')}s, "
+          f"total with stop {info['total_s']}s")
+    return info
+
+
+def _names(info, node_ids):
+    return sorted(info["names"].get(n, n[:8]) for n in node_ids)
+
+
+def test_job_succeeds_with_complete_run_directory(cluster_job):
+    info = cluster_job
+    assert info["succeeded"], info["status"] + info["logs"][-3000:]
+    assert info["submit_rc"] == 0
+    assert "[run] finished" in info["logs"]
+    manifest = Manifest.load_or_create(info["run_dir"])
+    assert list(manifest.stages) == list(STAGES)
+    for stage, rec in manifest.stages.items():
+        assert rec.status == "complete" and storage.exists(rec.checkpoint), stage
+    results = storage.read_json(os.path.join(info["run_dir"], "results.json"))
+    assert results["preset"] == "smoke" and results["n_test"] == 40
+    assert os.path.isabs(manifest.run_dir) and manifest.run_dir == info["run_dir"]
+
+
+def test_part_tasks_ran_on_several_nodes(cluster_job):
+    info = cluster_job
+    records = [storage.read_json(os.path.join(part_dir(info["run_dir"], p), "done.json")) for p in range(40)]
+    done_nodes = {r["node_id"] for r in records}
+    metrics = Manifest.load_or_create(info["run_dir"]).stages["parts"].metrics
+    assert set(metrics["nodes"]) == done_nodes
+    assert done_nodes <= set(info["names"]), "every part ran on a node of this cluster"
+    assert len(done_nodes) >= 2, f"all 40 part tasks ran on {_names(info, done_nodes)}"
+    per_node = {}
+    for r in records:
+        per_node[info["names"][r["node_id"]]] = per_node.get(info["names"][r["node_id"]], 0) + 1
+    finished = [t for t in info["part_tasks"] if t["state"] == "FINISHED"]
+    assert {t["task_id"] for t in finished} >= {r["task_id"] for r in records}
+    print(f"\n[multinode] part tasks per node: {per_node}")
+
+
+def test_train_workers_ran_on_several_nodes(cluster_job):
+    info = cluster_job
+    manifest = Manifest.load_or_create(info["run_dir"])
+    frl = manifest.stages["frl"].metrics
+    assert frl["workers"] == 2 and len(frl["nodes"]) == 2, "DDP over two nodes (placement SPREAD)"
+    where = {s: _names(info, manifest.stages[s].metrics["nodes"]) for s in ("frl", "hint", "whole", "fusion",
+                                                                           "finetune")}
+    workers = [a for a in info["actors"] if a["class_name"] == "RayTrainWorker"]
+    actor_nodes = {a["node_id"] for a in workers}
+    assert len(actor_nodes) >= 2
+    print(f"\n[multinode] Ray Train stages' worker nodes: {where}")
+    others = {}
+    for a in info["actors"]:
+        if a["class_name"] in ("TrainController", "JobSupervisor") or "Localizer" in a["class_name"] \
+                or "Scorer" in a["class_name"]:
+            others.setdefault(a["class_name"], set()).add(info["names"].get(a["node_id"], "?"))
+    print(f"[multinode] other actors: { {k: sorted(v) for k, v in others.items()} }")
+
+
+def test_cluster_is_stopped_and_only_its_processes(cluster_job):
+    assert cluster_job["left_running"] == []
+
+
+# --------------------------------------------------------------------------- retraining
+
+def test_retrain_from_parts_on_new_data_reuses_frl_hint_whole(cluster_job, ray_local, tmp_path_factory):
+    from paw_ray.data.synthfaces import synthesize
+    from paw_ray.train.run import parse_stages, train
+
+    run_dir = cluster_job["run_dir"]
+    assert cluster_job["succeeded"]
+    new_data = str(tmp_path_factory.mktemp("new-data") / "synth-seed7")
+    synthesize(n=200, size=48, seed=7, out=new_data)
+    before = Manifest.load_or_create(run_dir)
+    cfg = C.apply_overrides(job_config(), [f"data.path={new_data}"])
+    logs: list[str] = []
+    out = train(cfg, run_dir, stages=parse_stages(None, "parts"), log=logs.append)
+    after = Manifest.load_or_create(run_dir)
+    for stage in ("frl", "hint", "whole"):
+        assert after.stages[stage].finished_at == before.stages[stage].finished_at, f"{stage} reused"
+        assert after.stages[stage].checkpoint == before.stages[stage].checkpoint
+    for stage in ("localize", "parts", "fusion", "finetune", "evaluate"):
+        assert after.stages[stage].finished_at > before.stages[stage].finished_at, f"{stage} rerun"
+    assert any(line.startswith("[localize]") and "rerunning localize too" in line for line in logs), logs
+    assert after.stages["localize"].metrics["images"] == 200, "centres of the new images"
+    assert after.stages["parts"].metrics["parts_trained"] == 40
+    assert out["results"]["n_test"] == 20 and new_data in out["results"]["data"]
+
+
+def test_retrain_needs_the_earlier_stages_records(cluster_job, ray_local, tmp_path):
+    """Forcing a later stage in a run directory without the stages it reads: a clear error."""
+    from paw_ray.train.manifest import RunDirError
+    from paw_ray.train.run import parse_stages, train
+
+    data = Manifest.load_or_create(cluster_job["run_dir"]).stages["frl"].config["data"]
+    shards_dir = [d for d in os.listdir(cluster_job["run_dir"]) if d.startswith("synthfaces-")][0]
+    cfg = C.apply_overrides(job_config(), [f"data.path={os.path.join(cluster_job['run_dir'], shards_dir)}"])
+    assert data["synth_n"] == 400
+    with pytest.raises(RunDirError, match=r"stage 'localize' has not completed .*include it in --stages"):
+        train(cfg, str(tmp_path / "empty-run"), stages=parse_stages("fusion", None), log=lambda s: None)
+
+
+# --------------------------------------------------------------------------- tune
+
+def _live_placement_groups() -> set[str]:
+    from ray.util import placement_group_table
+
+    return {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"}
+
+
+def test_tune_on_smoke_writes_a_best_config_train_accepts(cluster_job, ray_local):
+    from paw_ray.cli import _train_config, build_parser
+    from paw_ray.train.run import train
+    from paw_ray.train.tune import run_tune
+
+    run_dir = cluster_job["run_dir"]
+    assert cluster_job["succeeded"]
+    cfg = job_config()
+    logs: list[str] = []
+    space = {"lr": {"loguniform": [3e-4, 1e-2]}, "batch_size": {"choice": [16, 32]}}
+    before_pgs = _live_placement_groups()
+    summary = run_tune(cfg, run_dir, "whole", num_samples=3, scheduler="asha", space=space, log=logs.append)
+    # trials stopped early leave no reserved resources behind (Ray Train's cleaner frees them)
+    deadline = time.time() + 60
+    while _live_placement_groups() - before_pgs and time.time() < deadline:
+        time.sleep(2)
+    assert not _live_placement_groups() - before_pgs
+    for stage in ("frl", "hint"):
+        assert f"[{stage}] complete for this config: reused" in logs
+    trials = summary["trials"]
+    assert len(trials) == 3 and summary["counts"]["error"] == 0, trials
+    for t in trials:
+        assert t["status"] in ("completed", "early_stopped")
+        assert set(t["params"]) == {"lr", "batch_size"} and 1 <= t["epochs_run"] <= 3
+        assert (t["status"] == "early_stopped") == (t["epochs_run"] < 3)
+    assert summary["best"]["status"] == "completed"
+    stage_dir = os.path.join(run_dir, "tune", "whole")
+    for name in ("summary.json", "summary.md", "best.yaml"):
+        assert os.path.exists(os.path.join(stage_dir, name)), name
+        assert os.path.exists(os.path.join(stage_dir, summary["search"], name)), name
+    md = open(os.path.join(stage_dir, "summary.md")).read()
+    assert all(t["trial_id"] in md for t in trials)
+    print("\n" + md)
+
+    # `paw-ray train --set-from best.yaml` takes it ...
+    best_yaml = os.path.join(stage_dir, "best.yaml")
+    args = build_parser().parse_args(["train", "--preset", "smoke", "--set-from", best_yaml,
+                                      *sum((["--set", s] for s in JOB_SETS), [])])
+    best_cfg = _train_config(args)
+    assert best_cfg.whole.lr == pytest.approx(summary["best"]["params"]["lr"])
+    assert best_cfg.whole.batch_size == summary["best"]["params"]["batch_size"]
+    # ... and trains with it: whole reruns with the tuned values, its inputs reused
+    before = Manifest.load_or_create(run_dir)
+    train_logs: list[str] = []
+    train(best_cfg, run_dir, only={"frl", "hint", "whole"}, log=train_logs.append)
+    after = Manifest.load_or_create(run_dir)
+    assert after.stages["frl"].finished_at == before.stages["frl"].finished_at
+    assert after.stages["whole"].finished_at > before.stages["whole"].finished_at
+    assert after.stages["whole"].config["whole"]["lr"] == pytest.approx(best_cfg.whole.lr)
