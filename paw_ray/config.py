@@ -94,6 +94,7 @@ class FRLConfig(StageConfig):
     maps_per_attribute: int = 32  # N: maps per attribute branch (40 x N = 1280 at 1.0)
     mnl: bool = True  # multi-net learning: joint classification branch (paper §3.2)
     mnl_hidden: int = 1024  # width of the classification branch's first FC layer
+    pools: int = 4  # TNet's 2x2 max-pools (4 = Table 3); fewer keep a finer heatmap grid at small inputs
 
 
 @dataclass
@@ -369,6 +370,8 @@ def validate(cfg: Config) -> None:
     for name in ("width", "mnl_hidden", "maps_per_attribute"):
         if getattr(cfg.frl, name) <= 0:
             problems.append(f"frl.{name}: must be > 0")
+    if not 1 <= cfg.frl.pools <= 4:
+        problems.append(f"frl.pools: must be 1 to 4 (TNet's 2x2 pools), got {cfg.frl.pools}")
     if cfg.student_width <= 0:
         problems.append("student_width: must be > 0")
     for name in ("frl", "hint", "whole", "parts", "fusion", "finetune"):

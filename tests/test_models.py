@@ -141,6 +141,21 @@ def test_hint_loss_scale_and_objective():
     assert HintObjective(0.0, 1.0)(s, None, logits, labels).item() == pytest.approx(0.6931, rel=1e-4)
 
 
+def test_frl_with_fewer_pools_keeps_a_finer_grid_and_hints_a_coarser_student():
+    frl = FRL(width=0.125, maps_per_attribute=4, mnl=False, input_size=96, pools=3)
+    x = torch.randn(2, 3, 96, 96)
+    out = frl(x)
+    assert frl.feature_size == 12 and out.maps.shape[-2:] == (12, 12)
+    assert frl.heatmaps(x).shape == (2, A, 12, 12)
+    assert sum(1 for m in frl.features if isinstance(m, torch.nn.MaxPool2d)) == 3
+    # the student's 6x6 maps learn the teacher's maps averaged over each 2x2 block
+    student = F.avg_pool2d(out.maps, 2).detach() + 1.0
+    terms = HintObjective(1.0, 0.0).terms(student, out.maps, torch.zeros(2, A), torch.ones(2, A))
+    assert terms.hint.item() == pytest.approx(0.5 * out.maps.shape[1] * 36, rel=1e-5)
+    with pytest.raises(ValueError):
+        FRL(input_size=96, pools=0)
+
+
 def test_hint_training_decreases_on_fixed_batch():
     torch.manual_seed(0)
     n, s = 4, 32

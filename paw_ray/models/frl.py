@@ -9,7 +9,10 @@ Layout (channels x ``width``, rounded, at least 8; every conv is 3x3 conv-BN-ReL
     GAP + grouped head: attribute j scored from its own N maps          (localization branch)
 
 Feature maps are ``input_size / 16`` on a side (14x14 at 224). The heatmap of attribute j
-is its class activation map ``H_j = sum_i w_{j,i} F_{j,i}`` (``heatmaps``).
+is its class activation map ``H_j = sum_i w_{j,i} F_{j,i}`` (``heatmaps``). ``pools`` < 4
+drops the last 2x2 pools, for small inputs: at 96 px four pools leave a 6x6 grid of 16 px
+cells, too coarse to find a mouth or a nose; three pools keep 12x12, the paper's grid
+density (14x14). The paper's network is ``pools=4``.
 
 MNL branch (§3.2: "two fully connected layers" on the 5th conv module's output; the paper
 gives no sizes): ``AdaptiveAvgPool2d(3) - FC(mnl_hidden) - ReLU - FC(40)``. A 3x3 pool keeps
@@ -34,9 +37,23 @@ from torch import nn
 
 from paw_ray.models.blocks import ConvBNReLU, GroupedAttributeHead, init_weights, layout_out_channels, make_layers
 
-__all__ = ["TNET_LAYOUT", "FRLOutput", "MNLBranch", "FRL", "frl_loss"]
+__all__ = ["TNET_LAYOUT", "FRLOutput", "MNLBranch", "FRL", "frl_loss", "tnet_layout"]
 
 TNET_LAYOUT = (32, 32, "M", 64, 64, "M", 128, 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+
+
+def tnet_layout(pools: int = 4) -> tuple:
+    """TNet's layout keeping only its first ``pools`` 2x2 max-pools (1..4)."""
+    if not 1 <= pools <= 4:
+        raise ValueError(f"TNet has 1 to 4 pools, not {pools}")
+    kept, out = 0, []
+    for item in TNET_LAYOUT:
+        if item == "M":
+            kept += 1
+            if kept > pools:
+                continue
+        out.append(item)
+    return tuple(out)
 
 
 class FRLOutput(NamedTuple):
@@ -69,13 +86,16 @@ class FRL(nn.Module):
         mnl_hidden: int = 1024,
         num_attributes: int = 40,
         input_size: int = 224,
+        pools: int = 4,
     ) -> None:
         super().__init__()
         self.input_size = input_size
+        self.pools = pools
         self.num_attributes = num_attributes
         self.maps_per_attribute = maps_per_attribute
-        self.features = make_layers(TNET_LAYOUT, 3, width)
-        c5 = layout_out_channels(TNET_LAYOUT, 3, width)
+        layout = tnet_layout(pools)
+        self.features = make_layers(layout, 3, width)
+        c5 = layout_out_channels(layout, 3, width)
         self.maps = ConvBNReLU(c5, num_attributes * maps_per_attribute, 3)
         self.head = GroupedAttributeHead(num_attributes, maps_per_attribute)
         self.mnl = MNLBranch(c5, mnl_hidden, num_attributes) if mnl else None
@@ -85,7 +105,7 @@ class FRL(nn.Module):
     def from_config(cls, cfg) -> "FRL":
         f = cfg.frl
         return cls(width=f.width, maps_per_attribute=f.maps_per_attribute, mnl=f.mnl,
-                   mnl_hidden=f.mnl_hidden, input_size=cfg.data.image_size)
+                   mnl_hidden=f.mnl_hidden, input_size=cfg.data.image_size, pools=f.pools)
 
     @property
     def has_mnl(self) -> bool:
@@ -93,8 +113,8 @@ class FRL(nn.Module):
 
     @property
     def feature_size(self) -> int:
-        """Side of the last conv maps at ``input_size`` (four 2x2 pools)."""
-        return self.input_size // 16
+        """Side of the last conv maps at ``input_size``."""
+        return self.input_size // 2**self.pools
 
     def forward(self, x: torch.Tensor) -> FRLOutput:
         c5 = self.features(x)

@@ -57,7 +57,12 @@ class HintObjective(nn.Module):
                 raise ValueError("HintObjective: teacher_maps is None but lambda1 != 0")
             hint = student_maps.new_zeros(())
         else:
-            hint = hint_loss(student_maps, teacher_maps.detach())
+            teacher_maps = teacher_maps.detach()
+            if teacher_maps.shape[-2:] != student_maps.shape[-2:]:
+                # an FRL with fewer pools (``frl.pools``) has a finer grid than the student:
+                # the hint is its maps averaged over the student's cells
+                teacher_maps = F.adaptive_avg_pool2d(teacher_maps, student_maps.shape[-2:])
+            hint = hint_loss(student_maps, teacher_maps)
         attr = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         return HintTerms(self.lambda1 * hint + self.lambda2 * attr, hint, attr)
 

@@ -38,7 +38,7 @@ def model_summary(cfg) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
 
     tnet = FRL.from_config(cfg).eval()
-    tnet_mnl = FRL(cfg.frl.width, n, True, cfg.frl.mnl_hidden, input_size=s)
+    tnet_mnl = FRL(cfg.frl.width, n, True, cfg.frl.mnl_hidden, input_size=s, pools=cfg.frl.pools)
     with_mnl, without_mnl = count_params(tnet_mnl), count_params(tnet_mnl.drop_mnl())
     o = tnet(image)
     out["tnet"] = {
