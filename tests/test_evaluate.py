@@ -46,6 +46,22 @@ def test_pointing_accuracy_counts_centres_inside_boxes():
     assert out["chance_mean"] == pytest.approx(0.125)
 
 
+def test_window_hit_uses_the_clamped_crop_and_its_chance_is_the_monte_carlo_rate():
+    boxes = np.zeros((3, 40, 4), np.float32)
+    local = [j for j in range(40) if LOCAL_MASK[j]]
+    boxes[:, local] = [0.02, 0.02, 0.06, 0.06]  # a cue in the top-left corner, centre (0.04, 0.04)
+    centres = np.array([[0.0, 0.0], [0.3, 0.3], [0.2, 0.2]], np.float32)[:, None].repeat(40, 1)
+    out = pointing_accuracy(centres, boxes, window=0.25)
+    # the first window is clamped to start at (0, 0) and holds the cue; the others start at 0.175 and 0.075
+    assert out["window_hit_mean"] == pytest.approx(1 / 3)
+    assert out["mean"] == pytest.approx(0.0)
+    rng = np.random.default_rng(0)
+    random_centres = rng.random((20000, 40, 2)).astype(np.float32)
+    box_rows = np.repeat(boxes[:1], 20000, 0)
+    rate = pointing_accuracy(random_centres, box_rows, window=0.25)["window_hit_mean"]
+    assert out["window_chance_mean"] == pytest.approx(rate, abs=0.01)
+
+
 def test_markdown_table_layout():
     results = {"preset": "smoke", "data": "x", "n_test": 3,
                "accuracy": {r: [0.5] * 40 for r in ROWS}, "mean_accuracy": {r: 0.5 for r in ROWS},

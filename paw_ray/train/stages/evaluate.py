@@ -9,7 +9,7 @@ per attribute, the training split's more frequent label. On data with ground-tru
 cue boxes (SynthFaces) it also scores localization: for each local attribute, the
 share of test images whose part centre falls inside the cue's box ("pointing
 accuracy"), beside the chance level of a centre drawn uniformly over the image (the
-mean box area).
+mean box area); and the share whose part window holds the cue, beside its chance.
 
 Writes ``<run-dir>/results.json`` and ``<run-dir>/results.md``.
 """
@@ -101,19 +101,45 @@ def _json_floats(values) -> list:
     return [None if np.isnan(v) else round(float(v), 5) for v in values]
 
 
-def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray) -> dict:
-    """Share of images whose centre lies inside the ground-truth box, per local attribute."""
+def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray, window: float | None = None) -> dict:
+    """Share of images whose centre lies inside the ground-truth box, per local attribute,
+    beside its chance level (a centre drawn uniformly: the box's area).
+
+    With ``window`` (the part crop's side as a share of the image's), also the share whose
+    part window (clamped inside the image, as the crops are cut) holds the cue box's centre:
+    what the part subnet needs, and less strict than pointing into a cue a few pixels wide.
+    """
     inside = ((centres[..., 0] >= boxes[..., 0]) & (centres[..., 0] <= boxes[..., 2])
               & (centres[..., 1] >= boxes[..., 1]) & (centres[..., 1] <= boxes[..., 3]))
     valid = boxes[..., 2] > boxes[..., 0]
     area = np.clip(boxes[..., 2] - boxes[..., 0], 0, 1) * np.clip(boxes[..., 3] - boxes[..., 1], 0, 1)
-    per_attr, chance = {}, {}
-    for j, name in enumerate(ATTRIBUTES):
-        if LOCAL_MASK[j] and valid[:, j].any():
-            per_attr[name] = float(inside[valid[:, j], j].mean())
-            chance[name] = float(area[valid[:, j], j].mean())
-    return {"pointing_accuracy": per_attr, "mean": float(np.mean(list(per_attr.values()))) if per_attr else None,
-            "chance": chance, "chance_mean": float(np.mean(list(chance.values()))) if chance else None}
+    out = {"pointing_accuracy": _per_local_attribute(inside, valid), "chance": _per_local_attribute(area, valid)}
+    if window is not None:
+        cue = (boxes[..., :2] + boxes[..., 2:]) / 2
+        start = np.clip(centres - window / 2, 0, 1 - window)
+        held = ((cue >= start) & (cue <= start + window)).all(-1)
+        out["window_hit"] = _per_local_attribute(held, valid)
+        out["window_chance"] = _per_local_attribute(_window_chance(cue, window).prod(-1), valid)
+        out["window"] = window
+    for key in ("pointing_accuracy", "chance", "window_hit", "window_chance"):
+        if key in out:
+            mean_key = {"pointing_accuracy": "mean", "chance": "chance_mean"}.get(key, key + "_mean")
+            out[mean_key] = float(np.mean(list(out[key].values()))) if out[key] else None
+    return out
+
+
+def _per_local_attribute(values: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    return {name: float(values[valid[:, j], j].mean()) for j, name in enumerate(ATTRIBUTES)
+            if LOCAL_MASK[j] and valid[:, j].any()}
+
+
+def _window_chance(cue: np.ndarray, w: float) -> np.ndarray:
+    """Per axis, the chance that a window of side ``w`` centred on a uniform random point
+    and clamped inside [0, 1] holds ``cue``: its start is 0 or 1-w with mass w/2 each, else
+    uniform on (0, 1-w), and it holds the cue when the start is in [cue-w, cue]."""
+    lo, hi = cue - w, cue
+    spread = np.clip(np.minimum(hi, 1 - w) - np.maximum(lo, 0), 0, None)
+    return spread + w / 2 * (lo <= 0) + w / 2 * (hi >= 1 - w)
 
 
 def format_table(results: dict) -> str:
@@ -131,9 +157,15 @@ def format_table(results: dict) -> str:
     loc = results.get("localization")
     if loc:
         lines += ["", f"Localization (pointing accuracy, local attributes): mean "
-                      f"{100 * loc['mean']:.1f}% vs {100 * loc['chance_mean']:.1f}% for a uniformly random centre.",
-                  "", "| attribute | pointing % | chance % |", "|---|---|---|"]
+                      f"{100 * loc['mean']:.1f}% vs {100 * loc['chance_mean']:.1f}% for a uniformly random centre."]
+        window = "window_hit" in loc
+        if window:
+            lines += [f"Cue inside the part window: mean {100 * loc['window_hit_mean']:.1f}% vs "
+                      f"{100 * loc['window_chance_mean']:.1f}% for a random window."]
+        lines += ["", "| attribute | pointing % | chance % |" + (" in window % | chance % |" if window else ""),
+                  "|---|---|---|" + ("---|---|" if window else "")]
         lines += [f"| {a} | {100 * v:.1f} | {100 * loc['chance'][a]:.1f} |"
+                  + (f" {100 * loc['window_hit'][a]:.1f} | {100 * loc['window_chance'][a]:.1f} |" if window else "")
                   for a, v in loc["pointing_accuracy"].items()]
     return "\n".join(lines) + "\n"
 
@@ -173,7 +205,8 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
         "run_dir": run_dir,
     }
     if "part_boxes_gt" in data:
-        results["localization"] = pointing_accuracy(data["centres"], data["part_boxes_gt"])
+        results["localization"] = pointing_accuracy(data["centres"], data["part_boxes_gt"],
+                                                    window=cfg.data.part_size / cfg.data.image_size)
     location = storage.join(run_dir, "results.json")
     storage.write_json_atomic(location, results)
     storage.write_bytes_atomic(storage.join(run_dir, "results.md"), format_table(results).encode())
@@ -181,4 +214,5 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
                "seconds": round(time.time() - t0, 1)}
     if "localization" in results:
         metrics["pointing_mean"] = results["localization"]["mean"]
+        metrics["window_hit_mean"] = results["localization"]["window_hit_mean"]
     return location, metrics
