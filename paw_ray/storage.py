@@ -26,6 +26,7 @@ __all__ = [
     "join",
     "is_local",
     "exists",
+    "is_dir",
     "makedirs",
     "listdir",
     "read_bytes",
@@ -65,6 +66,11 @@ def join(location: str, *parts: str) -> str:
 def exists(location: str) -> bool:
     fs, path = resolve(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_dir(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
 def makedirs(location: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -74,3 +75,23 @@ def test_failed_stage_is_recorded(tmp_path):
     m.fail("frl", "RuntimeError: boom")
     rec = json.loads((tmp_path / "manifest.json").read_text())["stages"]["frl"]
     assert rec["status"] == "failed" and "boom" in rec["error"]
+
+
+def test_a_write_that_dies_midway_leaves_the_old_manifest(tmp_path, monkeypatch):
+    """Every checkpoint, shard, centres table and manifest goes through
+    ``storage.write_bytes_atomic``: the new bytes reach the real name only by a rename, so a
+    writer dying mid-write (here: at the flush to disk) leaves the previous file whole."""
+    m = Manifest.load_or_create(str(tmp_path))
+    m.preset = "smoke"
+    m.save()
+    before = (tmp_path / "manifest.json").read_bytes()
+
+    def die(fd):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "fsync", die)
+    with pytest.raises(OSError, match="disk gone"):
+        m.start("frl", "abc", {})
+    assert (tmp_path / "manifest.json").read_bytes() == before
+    assert "frl" not in Manifest.load_or_create(str(tmp_path)).stages
+    assert not list(tmp_path.glob(".*tmp*")), "the half-written temporary file is removed"

@@ -54,6 +54,7 @@ __all__ = [
     "shard_files",
     "rows_to_table",
     "label_positive_rate",
+    "check_data",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -125,9 +126,18 @@ def rows_to_table(rows: dict[str, list]) -> pa.Table:
 
 def validate_table(table: pa.Table, where: str) -> None:
     """Raise ``ShardError`` naming ``where`` when ``table`` is not in the shard format."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    _check_columns(table.column_names, where)
+    _check_rows(table, where)
+
+
+def _check_columns(names: list[str], where: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise ShardError(f"{where}: missing column(s) {missing}; a shard needs {list(REQUIRED_COLUMNS)}")
+
+
+def _check_rows(table: pa.Table, where: str) -> None:
+    """Labels (40 values in {0, 1}) and splits of every row (the ``image`` column is not read)."""
     labels = table.column("labels")
     lengths = pa.compute.list_value_length(labels).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(lengths != NUM_ATTRIBUTES)
@@ -170,7 +180,10 @@ def read_info(data_dir: str) -> DatasetInfo:
             f"{where}: not found — {data_dir} is not a prepared data set "
             "(make one with `paw-ray synth` or `paw-ray prepare-celeba`)"
         )
-    obj = storage.read_json(where)
+    try:
+        obj = storage.read_json(where)
+    except ValueError as e:
+        raise ShardError(str(e)) from None
     if not isinstance(obj, dict):
         raise ShardError(f"{where}: expected a JSON object")
     return DatasetInfo.from_json(obj, where)
@@ -200,3 +213,21 @@ def label_positive_rate(data_dir: str, split: str = "train") -> np.ndarray:
     if count == 0:
         raise ShardError(f"{data_dir}: split {split!r} has no rows")
     return total / count
+
+
+def check_data(data_dir: str) -> DatasetInfo:
+    """Check every shard of a data set before a run reads it: readable Parquet, the required
+    columns, 40 labels in {0, 1} per row, known splits. Reads no image bytes: an image that
+    does not decode is skipped as it streams and counted (``decode_failures``)."""
+    info = read_info(data_dir)
+    columns = [c for c in REQUIRED_COLUMNS if c != "image"]
+    for split in SPLITS:
+        for f in shard_files(data_dir, info, split):
+            fs, path = storage.resolve(f)
+            try:
+                _check_columns(pq.read_schema(path, filesystem=fs).names, f)
+                table = pq.read_table(path, columns=columns, filesystem=fs)
+            except (OSError, pa.ArrowException) as e:
+                raise ShardError(f"{f}: not a readable Parquet shard ({e})") from None
+            _check_rows(table, f)
+    return info

@@ -185,6 +185,8 @@ class Predictor:
             raise PawRayError(f"{path}: no such file") from None
         except UnidentifiedImageError:
             raise PawRayError(f"{path}: not an image (Pillow cannot identify its format)") from None
+        except Image.DecompressionBombError as e:
+            raise PawRayError(f"{path}: image too large to decode safely ({e})") from None
         except (OSError, ValueError, SyntaxError) as e:
             raise PawRayError(f"{path}: the image does not decode ({e})") from None
         width, height = im.size

@@ -142,6 +142,8 @@ class Manifest:
     @classmethod
     def load_or_create(cls, run_dir: str) -> "Manifest":
         where = storage.join(run_dir, MANIFEST_FILE)
+        if storage.exists(run_dir) and not storage.is_dir(run_dir):
+            raise RunDirError(f"{run_dir}: exists and is not a folder; a run directory is a folder")
         if not storage.exists(where):
             return cls(run_dir=run_dir)
         try:

@@ -48,7 +48,7 @@ def parse_stages(stages: str | None, from_stage: str | None) -> list[str] | None
 def resolve_data(cfg: Config, run_dir: str, log: Callable[[str], None] = print) -> tuple[str, str]:
     """The data folder and a label for it; SynthFaces is rendered on first use."""
     if cfg.data.path:
-        info = shards.read_info(cfg.data.path)
+        info = shards.check_data(cfg.data.path)  # columns and labels of every shard, before any stage
         return cfg.data.path, f"{info.name} ({cfg.data.path})"
     from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
-from paw_ray.train.checkpoints import CheckpointError, load_state, save_state
+from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
 
 __all__ = ["run_parts", "part_dir", "train_part"]
 
@@ -72,8 +72,10 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     if storage.exists(ckpt_location):
         try:
             state = load_state(ckpt_location)
+        except UnsafeCheckpointError:
+            raise  # code where weights belong: stop, never retrain over the evidence
         except CheckpointError:
-            state = {}
+            state = {}  # unreadable or foreign: the part is retrained
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
