@@ -1,0 +1,165 @@
+"""Faults inside a stage, for real, on the session's local Ray (``ray_local``):
+
+- a Ray Train worker process killed by its pid mid-stage: ``FailureConfig`` restarts the
+  worker group, which resumes from the last reported checkpoint — the stage's recorded
+  history shows epochs 0..k run by attempt 0 and the rest by attempt 1;
+- a part task's process killed by its pid after its first epoch's checkpoint: Ray retries
+  the task, which resumes from that checkpoint; the other 39 parts run once, untouched.
+
+The processes are found by their Ray process title (``ray::<task or actor name>``) among
+the children of the raylet this test process started: never another session's Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from paw_ray import config as C
+from paw_ray import storage
+from paw_ray.attributes import NUM_ATTRIBUTES
+from paw_ray.train.checkpoints import save_state
+from paw_ray.train.manifest import Manifest
+from paw_ray.train.run import resolve_data, train
+from paw_ray.train.stages.parts import part_dir, run_parts
+from paw_ray.train.trainer import ray_train_storage
+
+pytestmark = pytest.mark.slow
+
+SETS = ["data.synth_n=200"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(ray_local, tmp_path_factory):
+    """200 SynthFaces at the smoke preset's size, shared by both tests."""
+    cfg = C.apply_overrides(C.preset("smoke"), SETS)
+    return resolve_data(cfg, str(tmp_path_factory.mktemp("faults-data")), log=lambda m: None)[0]
+
+
+def own_ray_workers(title: str) -> list[int]:
+    """Pids of this process's Ray workers titled ``ray::<title>...``: children of the raylet
+    that ``ray_local`` started as a child of this process."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if not f.read().startswith(f"ray::{title}".encode()):
+                    continue
+            if _parent(_parent(int(entry))) == os.getpid():
+                pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+class Background(threading.Thread):
+    """Runs ``fn`` and keeps its result or error for the test to check."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised by the test
+            self.error = e
+
+    def wait(self, timeout: float):
+        self.join(timeout)
+        assert not self.is_alive(), f"still running after {timeout}s"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def wait_for(what: str, predicate, timeout: float, every: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"no {what} after {timeout}s")
+
+
+def test_killed_train_worker_resumes_from_the_last_checkpoint(data_dir, tmp_path):
+    epochs = 6
+    cfg = C.apply_overrides(C.preset("smoke"), SETS + [f"data.path={data_dir}", f"frl.epochs={epochs}",
+                                                       "frl.max_failures=1"])
+    run_dir = str(tmp_path / "run")
+    job = Background(lambda: train(cfg, run_dir, stages=["frl"], log=lambda m: None))
+
+    def first_checkpoint():
+        # the controller's snapshot lists a checkpoint only once it is fully stored
+        for name in storage.listdir(ray_train_storage(run_dir)):
+            snap = os.path.join(ray_train_storage(run_dir), name, "checkpoint_manager_snapshot.json")
+            if os.path.exists(snap) and json.load(open(snap))["checkpoint_results"]:
+                return True
+        return job.error or not job.is_alive()
+
+    wait_for("checkpoint", first_checkpoint, timeout=600)
+    workers = own_ray_workers("RayTrainWorker")
+    assert workers, "no Ray Train worker process found"
+    os.kill(workers[0], signal.SIGKILL)
+    job.wait(600)
+
+    history = Manifest.load_or_create(run_dir).stages["frl"].metrics["history"]
+    epochs_run = [h["epoch"] for h in history]
+    attempts = [h["attempt"] for h in history]
+    print(f"\n[train worker kill] attempts by epoch: {attempts}")
+    assert epochs_run == list(range(epochs)), "every epoch once: none lost, none redone"
+    resumed_at = attempts.index(1)
+    assert 1 <= resumed_at < epochs and attempts == [0] * resumed_at + [1] * (epochs - resumed_at)
+
+
+def test_killed_part_task_is_retried_from_its_own_checkpoint(data_dir, tmp_path):
+    from paw_ray.models.students import SNet
+    from paw_ray.train.stages.localize import run_localize
+
+    cfg = C.apply_overrides(C.preset("smoke"), SETS + ["parts.epochs=2", "parts.source=grid"])
+    run_dir = str(tmp_path / "run")
+    whole = os.path.join(run_dir, "whole.pt")  # g_0 at its initialisation: the parts start from it
+    save_state(whole, SNet.from_config(cfg).state_dict())
+    centres, _ = run_localize(cfg, data_dir, run_dir, None)
+    logs: list[str] = []
+    job = Background(lambda: run_parts(cfg, data_dir, run_dir, "fp", whole, centres, log=logs.append))
+
+    def part_after_its_first_epoch():
+        for p in range(NUM_ATTRIBUTES):
+            here = part_dir(run_dir, p)
+            if os.path.exists(os.path.join(here, "checkpoint.pt")) and not os.path.exists(
+                    os.path.join(here, "done.json")):
+                pids = own_ray_workers(f"part-{p:02d}")
+                if pids:
+                    return p, pids
+        return None
+
+    part, pids = wait_for("part with a checkpoint", part_after_its_first_epoch, timeout=600)
+    os.kill(pids[0], signal.SIGKILL)
+    _, metrics = job.wait(900)
+
+    assert metrics["parts_trained"] == NUM_ATTRIBUTES
+    records = {p: json.load(open(os.path.join(part_dir(run_dir, p), "done.json"))) for p in range(NUM_ATTRIBUTES)}
+    killed = records[part]
+    print(f"\n[part task kill] part {part:02d}: attempts by epoch "
+          f"{[h['attempt'] for h in killed['history']]}")
+    assert killed["attempt"] == 1, "the task ran again after its process died"
+    assert [(h["epoch"], h["attempt"]) for h in killed["history"]] == [(0, 0), (1, 1)], \
+        "the retry resumed after epoch 0 from the part's own checkpoint"
+    for p, rec in records.items():
+        if p != part:
+            assert rec["attempt"] == 0 and [h["attempt"] for h in rec["history"]] == [0, 0], p
