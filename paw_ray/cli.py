@@ -113,6 +113,19 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from paw_ray.train.ablate import ablate, format_ablations
+
+    cfg = _train_config(args)
+    run_dir = args.run_dir or f"runs/ablate-{cfg.preset}"
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    summary = ablate(cfg, run_dir, seeds=args.seeds, variants=variants)
+    print()
+    print(format_ablations(summary))
+    print(f"Written: {run_dir}/ablations.json, {run_dir}/ablations.md")
+    return 0
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """Where a pipeline command runs: data, run directory, dry-run steps, cluster."""
     p.add_argument("--data", metavar="DIR", help="prepared shards (default: SynthFaces rendered for the preset)")
@@ -294,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=0, metavar="K",
                    help="at most K trials at once (default and upper bound: what the cluster's CPUs/GPUs fit)")
     p.set_defaults(func=_cmd_tune)
+
+    from paw_ray.train.ablate import VARIANTS
+
+    p = sub.add_parser("ablate", help="the paper's ablations: MNL, student size, fixed-grid parts",
+                       description="Train the paper's design and one variant per switch (" + ", ".join(
+                           f"{v.name}: {v.change or 'paper design'}" for v in VARIANTS.values())
+                       + ") for each seed; a stage two variants share is trained once. Writes "
+                         "<run-dir>/ablations.json and ablations.md (default --run-dir: runs/ablate-<preset>); "
+                         "rerun with the same --run-dir to continue.")
+    _add_config_args(p, default_preset="demo")
+    _add_run_args(p)
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="seeds 0..K-1; seed k sets seed and data.synth_seed (default 1)")
+    p.add_argument("--variants", metavar="LIST", help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+    p.set_defaults(func=_cmd_ablate)
 
     _add_output_parsers(sub)
     return parser

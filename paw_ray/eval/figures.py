@@ -25,7 +25,7 @@ from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES  # noqa: E402
 from paw_ray.eval.overlays import draw_heatmap, draw_part_boxes  # noqa: E402
 
 __all__ = ["ROW_LABELS", "accuracy_figure", "heatmap_figure", "part_boxes_figure", "rsl_figure",
-           "arl_figure", "curves_figure", "pointing_figure", "TRAIN_STAGES"]
+           "rsl_whole_part", "arl_figure", "curves_figure", "pointing_figure", "TRAIN_STAGES"]
 
 ROW_LABELS = {"frl": "FRL branch", "whole": "Whole-only (g_0)", "part": "Part-only (g_j)",
               "paw": "PaW", "majority": "majority class"}
@@ -94,11 +94,16 @@ def part_boxes_figure(faces: np.ndarray, boxes: np.ndarray, run_label: str):
     return fig
 
 
+def rsl_whole_part(rsl_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fig. 5's two series from the 41x40 RSL weight: per attribute j, W[0, j] (the whole
+    subnet g_0) and W[j+1, j] (its own part subnet g_j)."""
+    w = np.asarray(rsl_weight)
+    return w[0, :NUM_ATTRIBUTES], w[1 + np.arange(NUM_ATTRIBUTES), np.arange(NUM_ATTRIBUTES)]
+
+
 def rsl_figure(rsl_weight: np.ndarray, run_label: str):
     """Per attribute j: W[0, j] (whole subnet) beside W[j+1, j] (its own part subnet)."""
-    w = np.asarray(rsl_weight)
-    whole = w[0, :NUM_ATTRIBUTES]
-    part = w[1 + np.arange(NUM_ATTRIBUTES), np.arange(NUM_ATTRIBUTES)]
+    whole, part = rsl_whole_part(rsl_weight)
     fig, ax = plt.subplots(figsize=(16, 5))
     x = np.arange(NUM_ATTRIBUTES)
     ax.bar(x - 0.2, whole, 0.4, label="whole-image subnet g_0 (RSL row 0)", color="tab:blue")
