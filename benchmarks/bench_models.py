@@ -13,43 +13,20 @@ each comparison is ``RESULT <name> ratio=<loop time / vectorised time> target=<t
 On a machine shared with other work use ``--threads 1``: with every core busy,
 multi-threaded torch ops slow down by up to 50x, and not alike for both sides.
 
-    python benchmarks/bench_models.py [--threads N] [--repeats R] [--paper] [--device cuda]
+    python benchmarks/bench_models.py [--threads N] [--repeats R] [--paper] [--device cuda] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
+from benchlib import time_interleaved
 from paw_ray.models import PartSubnets, SNet, crop_windows, part_windows
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _time(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, runs interleaved across functions."""
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            _sync()
-            t = time.perf_counter()
-            f()
-            _sync()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_parts(name: str, part: int, n: int, batch: int, repeats: int, device: str = "cpu") -> None:
@@ -81,7 +58,7 @@ def bench_parts(name: str, part: int, n: int, batch: int, repeats: int, device: 
         "PartSubnets, blocks of 8": step(vec(8)),
         f"PartSubnets, default ({'GPU: one pass' if device != 'cpu' else 'CPU: blocks of 4'})": step(vec(None)),
     }
-    t = _time(fns, repeats)
+    t = time_interleaved(fns, repeats)
     base = t["loop of 40 SNet3 (baseline)"]
     print(f"\n[{name}] 40 part subnets, forward+backward, snet3 width 1.0, N={n}, part {part}, batch {batch}, {device}")
     for k, v in t.items():
@@ -107,7 +84,7 @@ def bench_crops(name: str, size: int, part: int, batch: int, repeats: int) -> No
         return crop_windows(images, corners, part)
 
     assert torch.equal(pil_loop(), batched())
-    t = _time({"PIL crop loop (baseline)": pil_loop, "crop_windows (batched)": batched}, repeats)
+    t = time_interleaved({"PIL crop loop (baseline)": pil_loop, "crop_windows (batched)": batched}, repeats)
     base = t["PIL crop loop (baseline)"]
     print(f"\n[{name}] 40 windows of {part}x{part} from each of {batch} images of {size}x{size}, uint8")
     for k, v in t.items():
@@ -122,7 +99,10 @@ def main() -> None:
     ap.add_argument("--paper", action="store_true", help="also the paper's sizes (part 64, N=32, image 224)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--device", default="cpu", help="where the part subnets run (crops are a CPU comparison)")
+    ap.add_argument("--quick", action="store_true", help="batch 8, one repeat: a check that it runs")
     args = ap.parse_args()
+    if args.quick:
+        args.batch, args.repeats, args.paper = 8, 1, False
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

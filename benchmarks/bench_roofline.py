@@ -1,0 +1,131 @@
+"""Roofline view: the FLOP rate of the FRL and PaW training steps as a share of this
+machine's dense matmul FLOP rate, both measured in the same run with the same threads.
+
+A training step is what the trainers run (``paw_ray.train.loop.train_epoch``): the
+stage's own loss (``build_frl_task`` for ``frl``, ``build_paw_task`` for ``finetune``,
+PaW trained end to end), backward, and the stage's optimiser step. Its FLOPs are counted
+once with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls, forward
+and backward; elementwise ops are not counted, so the share is a lower bound on how busy
+the cores are). The matmul reference is ``torch.mm`` of two n x n float32 matrices.
+
+Variants, timed interleaved with the matmul (before/after of the fixes worth trying on CPU):
+``as trained`` (NCHW, the preset's batch), ``channels_last``, ``batch x2``. Each prints
+its share; the RESULT lines are the share as trained (target 0.2) and the speedup of
+channels_last over it (target 1.0: not slower). ``--profile`` prints torch.profiler's
+top operators of one step as trained.
+
+    python benchmarks/bench_roofline.py [--quick] [--threads 1] [--preset demo] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchlib import machine_note, result_line, time_interleaved
+from paw_ray import config as C
+from paw_ray.attributes import NUM_ATTRIBUTES
+from paw_ray.models.paw import PaW
+from paw_ray.train.checkpoints import save_state
+from paw_ray.train.loop import make_optimizer
+from paw_ray.train.stages.frl import build_frl_task
+from paw_ray.train.stages.paw import build_paw_task
+
+
+def matmul(n: int):
+    """A dense float32 n x n matmul as a closure, and its FLOPs."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return (lambda: torch.mm(a, b)), 2 * n**3
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of ``fn`` as counted by ``FlopCounterMode`` (forward and backward)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def make_batch(cfg, batch_size: int, memory_format=torch.contiguous_format) -> dict:
+    """A normalised image batch with labels and part centres, as ``to_torch_batch`` gives."""
+    s = cfg.data.image_size
+    g = torch.Generator().manual_seed(0)
+    return {"image_id": [str(i) for i in range(batch_size)],
+            "image": torch.randn(batch_size, 3, s, s, generator=g).contiguous(memory_format=memory_format),
+            "labels": (torch.rand(batch_size, NUM_ATTRIBUTES, generator=g) > 0.5).float(),
+            "centres": torch.rand(batch_size, NUM_ATTRIBUTES, 2, generator=g)}
+
+
+def build_step(stage: str, cfg, batch_size: int, channels_last: bool = False):
+    """One training step of ``stage`` (``frl`` or ``finetune``) on a fixed batch, as a closure."""
+    prior = [0.3] * NUM_ATTRIBUTES
+    if stage == "frl":
+        task = build_frl_task(cfg, torch.device("cpu"), prior)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            location = os.path.join(d, "fusion.pt")
+            save_state(location, PaW.from_config(cfg).state_dict())
+            task = build_paw_task(stage, cfg, {"fusion": location}, torch.device("cpu"))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = task.model.to(memory_format=fmt).train()
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], getattr(cfg, stage))
+    batch = make_batch(cfg, batch_size, fmt)
+
+    def step() -> None:
+        loss, _ = task.loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def bench_stage(name: str, stage: str, cfg, repeats: int, matmul_n: int, profile: bool) -> None:
+    """Time the step variants interleaved with the matmul reference; print shares and RESULTs."""
+    batch = getattr(cfg, stage).batch_size
+    variants = {"as trained": (batch, False), "channels_last": (batch, True), "batch x2": (2 * batch, False)}
+    steps = {k: build_step(stage, cfg, b, cl) for k, (b, cl) in variants.items()}
+    flops = {k: count_flops(steps[k]) for k in steps}
+    mm, mm_flops = matmul(matmul_n)
+    times = time_interleaved({**steps, "matmul": mm}, repeats)
+    peak = mm_flops / times["matmul"]
+    print(f"\n[{name}] {stage} training step, {cfg.preset} preset, {cfg.data.image_size}px, "
+          f"{torch.get_num_threads()} thread(s); matmul reference {peak / 1e9:.1f} GFLOP/s")
+    share = {}
+    for k, (b, _) in variants.items():
+        rate = flops[k] / times[k]
+        share[k] = rate / peak
+        print(f"  {k:14s} batch {b:4d}: {flops[k] / b / 1e6:8.1f} MFLOP/image, {times[k] * 1e3:8.1f} ms/step, "
+              f"{b / times[k]:7.1f} images/s, {rate / 1e9:6.2f} GFLOP/s = {100 * share[k]:5.1f}% of matmul")
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            steps["as trained"]()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    print(result_line(f"{name}_channels_last", times["as trained"] / times["channels_last"], 1.0))
+    print(result_line(name, share["as trained"], 0.2))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke sizes, one timed repeat")
+    ap.add_argument("--preset", default="demo", choices=sorted(C.PRESETS))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: what a 1-CPU Train worker uses; see bench_models)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = C.preset("smoke" if args.quick else args.preset)
+    repeats = 1 if args.quick else args.repeats
+    print(f"bench_roofline: torch {torch.__version__}, {machine_note()}")
+    for stage, label in (("frl", "frl"), ("finetune", "paw")):
+        bench_stage(f"roofline_{label}_{cfg.preset}", stage, cfg, repeats, 512 if args.quick else 1024, args.profile)
+
+
+if __name__ == "__main__":
+    main()

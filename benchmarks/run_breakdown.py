@@ -1,0 +1,80 @@
+"""Main-job wall time per stage and peak memory, from a finished run's manifest.
+
+Reads ``<run>/manifest.json`` (``paw-ray train`` writes it): each stage record's
+``wall_time_s`` and, in its metrics' per-epoch ``history``, the ``peak_rss_mb`` of the
+process that trained it (the Train workers' rank 0, each part task). Prints the stages
+with their share of the total and the largest peak, and where a Ray cluster address is
+given, the object-store spilling reported by ``ray memory --stats-only``. The driver's
+own peak memory is not in the manifest.
+
+    python benchmarks/run_breakdown.py RUN_DIR [--address 127.0.0.1:6379]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from typing import Any
+
+from paw_ray import storage
+from paw_ray.train.manifest import MANIFEST_FILE, STAGES
+
+
+def peak_rss(metrics: dict[str, Any]) -> float | None:
+    """Largest ``peak_rss_mb`` in a stage's history: a list of epochs, or for ``parts`` a
+    dict of such lists per part (None when the stage records none)."""
+    history = metrics.get("history") or []
+    epochs = [e for h in history.values() for e in h] if isinstance(history, dict) else history
+    peaks = [e["peak_rss_mb"] for e in epochs if isinstance(e, dict) and "peak_rss_mb" in e]
+    return max(peaks) if peaks else None
+
+
+def breakdown(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per stage in pipeline order: stage, status, wall time, share, peak RSS."""
+    records = manifest.get("stages", {})
+    total = sum(r.get("wall_time_s", 0.0) for r in records.values()) or 1.0
+    return [{"stage": s, "status": records[s].get("status", ""), "wall_time_s": records[s].get("wall_time_s", 0.0),
+             "share": records[s].get("wall_time_s", 0.0) / total, "peak_rss_mb": peak_rss(records[s].get("metrics", {}))}
+            for s in STAGES if s in records]
+
+
+def format_breakdown(rows: list[dict[str, Any]]) -> str:
+    """The breakdown as a plain-text table with a total line."""
+    lines = [f"{'stage':10s} {'status':9s} {'wall s':>8s} {'share':>6s} {'peak RSS MB':>12s}"]
+    for r in rows:
+        rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "-"
+        lines.append(f"{r['stage']:10s} {r['status']:9s} {r['wall_time_s']:8.1f} {r['share']:6.1%} {rss:>12s}")
+    total = sum(r["wall_time_s"] for r in rows)
+    peaks = [(r["peak_rss_mb"], r["stage"]) for r in rows if r["peak_rss_mb"] is not None]
+    lines.append(f"{'total':10s} {'':9s} {total:8.1f} {'100%':>6s}")
+    if peaks:
+        mb, stage = max(peaks)
+        lines.append(f"largest worker peak RSS: {mb:.0f} MB ({stage}); driver peak RSS: not recorded in the manifest")
+    return "\n".join(lines)
+
+
+def spilling(address: str | None) -> str:
+    """Object-store spilling as ``ray memory --stats-only`` reports it for a running cluster."""
+    if not address:
+        return "object-store spilling: no cluster address given (--address); not measured"
+    out = subprocess.run(["ray", "memory", "--stats-only", "--address", address],
+                         capture_output=True, text=True, timeout=120)
+    spilled = [line.strip() for line in out.stdout.splitlines() if "pill" in line]
+    if out.returncode != 0:
+        return f"object-store spilling: `ray memory` failed: {out.stderr.strip()[-300:]}"
+    return "object-store spilling: " + ("; ".join(spilled) if spilled else "none reported")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--address", default="", help="a running Ray cluster to ask about spilling")
+    args = ap.parse_args()
+    manifest = storage.read_json(storage.join(args.run_dir, MANIFEST_FILE))
+    print(f"run {args.run_dir}: preset {manifest.get('preset')}, data {manifest.get('data')}")
+    print(format_breakdown(breakdown(manifest)))
+    print(spilling(args.address))
+
+
+if __name__ == "__main__":
+    main()
