@@ -197,16 +197,18 @@ def _demo() -> Config:
 
 
 def _smoke() -> Config:
-    """Hundreds of 48 px SynthFaces, seconds per stage: for tests. The FRL trains with DDP
-    over two Ray Train workers."""
+    """1,600 SynthFaces at 48 px, seconds per stage: for tests. The FRL trains with DDP over
+    two Ray Train workers; two pools keep its heatmaps 12x12. Part crops are half the side:
+    at 48 px a 16 px crop rarely held the cue, and the part subnets learned next to nothing
+    (balanced accuracy 51.9% vs 52.7% with 24 px, majority 50%)."""
     cfg = Config(preset="smoke")
-    cfg.data = DataConfig(image_size=48, part_size=16, synth_n=800)
+    cfg.data = DataConfig(image_size=48, part_size=24, synth_n=1600)
     adamw = dict(optimizer="adamw", lr_schedule="cosine", batch_size=32, cpus_per_worker=0.5)
-    cfg.frl = FRLConfig(epochs=6, lr=3e-3, width=0.125, maps_per_attribute=8, mnl_hidden=64,
+    cfg.frl = FRLConfig(epochs=6, lr=3e-3, width=0.125, maps_per_attribute=8, mnl_hidden=64, pools=2,
                         num_workers=2, **adamw)
     cfg.hint = HintConfig(epochs=1, lr=3e-3, **adamw)
     cfg.whole = WholeConfig(epochs=6, lr=3e-3, **adamw)
-    cfg.parts = PartsConfig(epochs=2, lr=2e-3, num_cpus=0.5, **adamw)
+    cfg.parts = PartsConfig(epochs=3, lr=2e-3, num_cpus=0.5, **adamw)
     cfg.fusion = FusionConfig(epochs=2, lr=1e-2, **adamw)
     cfg.finetune = FinetuneConfig(epochs=1, lr=5e-4, **adamw)
     cfg.student_width = 0.5
