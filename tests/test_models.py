@@ -113,15 +113,20 @@ def test_frl_outputs_cam_and_drop_mnl():
     assert not any(k.startswith("mnl") for k in FRL(width=0.125, maps_per_attribute=n, mnl=False).state_dict())
 
 
-@pytest.mark.parametrize("name", ["smoke", "demo"])
+@pytest.mark.parametrize("name", ["smoke", "demo", "paper"])
 def test_student_maps_match_teacher_maps(name):
+    """Same maps per attribute; the teacher's grid is as fine as its pools leave it (the
+    paper's 4 pools: the student's grid exactly), and the hint averages it to the student's."""
     cfg = C.preset(name)
     s = cfg.data.image_size
     x = torch.zeros(2, 3, s, s)
     t = FRL.from_config(cfg).eval()(x).maps
+    assert t.shape == (2, 40 * cfg.frl.maps_per_attribute, s // 2**cfg.frl.pools, s // 2**cfg.frl.pools)
     for kind in ("snet1", "snet2", "snet3"):
         cfg.student = kind
-        assert SNet.from_config(cfg).eval()(x).maps.shape == t.shape == (2, 40 * cfg.frl.maps_per_attribute, s // 16, s // 16)
+        student = SNet.from_config(cfg).eval()(x).maps
+        assert student.shape == (2, 40 * cfg.frl.maps_per_attribute, s // 16, s // 16)
+        assert HintObjective(1.0, 0.0).terms(student, t, torch.zeros(2, A), torch.ones(2, A)).hint.isfinite()
 
 
 # --------------------------------------------------------------------------- hint loss
@@ -386,7 +391,8 @@ def test_model_summary_smoke_and_cli(capsys):
         assert isinstance(v["params"], int) and isinstance(v["output_shapes"], dict)
     assert summ["tnet"]["params_with_mnl"] > summ["tnet"]["params_without_mnl"]
     assert summ["paw"]["output_shapes"]["scores"] == [1, 41, 40]
-    assert summ["snet3"]["output_shapes"]["maps"] == summ["tnet"]["output_shapes"]["maps"]
+    assert summ["snet3"]["output_shapes"]["maps"][:2] == summ["tnet"]["output_shapes"]["maps"][:2]
+    assert C.preset("paper").frl.pools == 4  # at the paper's size the student's maps are the teacher's shape
     text = format_summary(summ)
     assert "snet3" in text and f"{summ['paw']['params']:,}" in text
 
