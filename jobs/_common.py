@@ -21,18 +21,10 @@ if _REPO not in sys.path:
 
 def run(subcommand: str, argv: list[str] | None = None) -> int:
     from paw_ray import cli
-    from paw_ray.errors import PawRayError
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[subcommand]
     sub.prog = f"python jobs/{os.path.basename(sys.argv[0])}"
     args = sub.parse_args(sys.argv[1:] if argv is None else argv)
     args.command = subcommand
-    try:
-        return int(args.func(args) or 0)
-    except PawRayError as e:
-        print(f"{sub.prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{sub.prog}: interrupted", file=sys.stderr)
-        return 130
+    return cli.run_parsed(args, sub.prog)

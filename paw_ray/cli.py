@@ -327,17 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_parsed(args: argparse.Namespace, prog: str) -> int:
+    """Run a parsed subcommand: its exit status; a ``PawRayError`` as one line naming the
+    input and the problem (exit 2), never a traceback."""
     try:
         return int(args.func(args) or 0)
     except PawRayError as e:
-        print(f"paw-ray {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"paw-ray {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_parsed(args, f"paw-ray {args.command}")
 
 
 if __name__ == "__main__":
