@@ -175,18 +175,27 @@ def curves_figure(histories: dict[str, list[dict]], part_histories: dict[int, li
 
 def pointing_figure(localization: dict, run_label: str):
     """Pointing accuracy of the FRL part centre per local attribute, with the chance level
-    (a uniformly random centre: the mean cue-box area)."""
+    (a uniformly random centre: the mean cue-box area); where measured, beside it the share
+    of part windows that hold the cue, with its chance."""
     names = list(localization["pointing_accuracy"])
-    acc = np.array([localization["pointing_accuracy"][a] for a in names]) * 100
-    chance = np.array([localization["chance"][a] for a in names]) * 100
+    window = "window_hit" in localization
     fig, ax = plt.subplots(figsize=(14, 5))
     x = np.arange(len(names))
-    ax.bar(x, acc, 0.7, color="tab:green", label=f"part centre inside the cue box (mean {localization['mean'] * 100:.1f}%)")
-    ax.scatter(x, chance, marker="_", s=250, color="k", zorder=3,
-               label=f"chance: random centre (mean {localization['chance_mean'] * 100:.1f}%)")
+    bars = [("pointing_accuracy", "chance", "tab:green", "part centre inside the cue box", "mean", "chance_mean")]
+    if window:
+        bars.append(("window_hit", "window_chance", "tab:blue", "cue inside the part window",
+                     "window_hit_mean", "window_chance_mean"))
+    width = 0.8 / len(bars)
+    for i, (key, chance_key, colour, label, mean_key, chance_mean_key) in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        ax.bar(x + offset, np.array([localization[key][a] for a in names]) * 100, width, color=colour,
+               label=f"{label} (mean {localization[mean_key] * 100:.1f}%)")
+        ax.scatter(x + offset, np.array([localization[chance_key][a] for a in names]) * 100, marker="_",
+                   s=120, color="k", zorder=3,
+                   label=f"chance, random {'window' if i else 'centre'} (mean {localization[chance_mean_key] * 100:.1f}%)")
     ax.set_xticks(x, [a.replace("_", " ") for a in names], rotation=90, fontsize=8)
     ax.set_ylim(0, 100)
-    ax.set_ylabel("pointing accuracy (%), test split")
+    ax.set_ylabel("% of test images")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     _title(fig, "Localization on SynthFaces: pointing accuracy per local attribute vs chance", run_label)
