@@ -42,13 +42,8 @@ class LocalCluster:
 
     def __init__(self, head_cpus: float = 1, workers: tuple[int, ...] = (2, 2), env: dict | None = None):
         self.id = uuid.uuid4().hex[:8]
-        # short: Ray's unix sockets live under the temp dir (path length limit)
-        self.temp_dir = tempfile.mkdtemp(prefix="pmn", dir="/tmp")
         self.head_cpus, self.worker_cpus = head_cpus, list(workers)
-        self.port = free_port()
-        self.dashboard_port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+        self._fresh_places()
         self.env = {**os.environ, **(env or {})}
         venv_bin = os.path.dirname(sys.executable)
         self.env.update({
@@ -63,8 +58,6 @@ class LocalCluster:
         })
         for key in ("RAY_ADDRESS", "PYTEST_CURRENT_TEST"):
             self.env.pop(key, None)
-        self.procs: list[subprocess.Popen] = []
-        self.logs: list[str] = []
         self.node_names = ["head"] + [f"worker{i + 1}" for i in range(len(workers))]
 
     # ------------------------------------------------------------------ start / stop
@@ -85,7 +78,28 @@ class LocalCluster:
                                  start_new_session=True, cwd=self.temp_dir)
         self.procs.append(p)
 
-    def start(self, timeout: float = 180.0) -> "LocalCluster":
+    def start(self, timeout: float = 180.0, attempts: int = 2) -> "LocalCluster":
+        """Start the head, then each worker; on a loaded machine a node can time out in Ray's
+        own start-up (its raylet waits for the dashboard agent), so a failed start is stopped
+        and tried again from scratch, up to ``attempts`` times."""
+        for _ in range(attempts - 1):
+            try:
+                return self._start_once(timeout)
+            except (TimeoutError, RuntimeError):  # _start_once stopped what it had started
+                self._fresh_places()
+        return self._start_once(timeout)
+
+    def _fresh_places(self) -> None:
+        """A new temp dir and ports, and no processes yet."""
+        # short: Ray's unix sockets live under the temp dir (path length limit)
+        self.temp_dir = tempfile.mkdtemp(prefix="pmn", dir="/tmp")
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[str] = []
+
+    def _start_once(self, timeout: float) -> "LocalCluster":
         try:
             self._spawn("head", ["--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
                                  "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
