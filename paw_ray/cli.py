@@ -77,7 +77,7 @@ def _train_config(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from paw_ray.train.run import parse_stages, train
-    from paw_ray.train.stages.evaluate import format_table
+    from paw_ray.train.stages.evaluate import format_table, pointing_scope
 
     cfg = _train_config(args)
     run_dir = args.run_dir or f"runs/{cfg.preset}"
@@ -90,7 +90,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"  {row:<9} {100 * acc:6.2f}%")
         loc = r.get("localization")
         if loc:
-            print(f"  FRL pointing accuracy on local attributes: {100 * loc['mean']:.1f}% "
+            print(f"  FRL pointing accuracy on local attributes ({pointing_scope(loc)}): {100 * loc['mean']:.1f}% "
                   f"(a random centre: {100 * loc['chance_mean']:.1f}%)")
         print(f"Full table: {run_dir}/results.md")
     print(f"Run directory: {run_dir}")
@@ -119,7 +119,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     cfg = _train_config(args)
     run_dir = args.run_dir or f"runs/ablate-{cfg.preset}"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
-    summary = ablate(cfg, run_dir, seeds=args.seeds, variants=variants)
+    summary = ablate(cfg, run_dir, seeds=args.seeds, variants=variants, reuse=args.reuse or [])
     print()
     print(format_ablations(summary))
     print(f"Written: {run_dir}/ablations.json, {run_dir}/ablations.md")
@@ -321,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, metavar="K",
                    help="seeds 0..K-1; seed k sets seed and data.synth_seed (default 1)")
     p.add_argument("--variants", metavar="LIST", help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+    p.add_argument("--reuse", metavar="RUN_DIR", action="append",
+                   help="a finished run directory (e.g. the main job's) whose stages a variant adopts where "
+                        "preset, seed and data match; repeatable")
     p.set_defaults(func=_cmd_ablate)
 
     _add_output_parsers(sub)

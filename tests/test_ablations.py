@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from paw_ray import cli
 from paw_ray import config as C
 from paw_ray import storage
+from paw_ray.errors import PawRayError
 from paw_ray.attributes import GRID_BLOCK
 from paw_ray.models import FRL, PaW, SNet, count_params
 from paw_ray.models.paw import RegionSwitch
@@ -315,3 +316,12 @@ def test_ablate_smoke_reuses_shared_stages(ray_local, tmp_path):
     for n in before:
         after = Manifest.load_or_create(os.path.join(seed_dir, n))
         assert {s: r.finished_at for s, r in after.stages.items()} == before[n]
+
+    # a new ablation that reuses a finished run (as the main job's) trains none of its stages
+    other = ablate(cfg, str(tmp_path / "other"), seeds=1, variants=["baseline"], reuse=[baseline.run_dir],
+                   log=lambda s: None)
+    adopted = Manifest.load_or_create(os.path.join(str(tmp_path / "other"), "seed0", "baseline"))
+    assert {s: r.reused_from for s, r in adopted.stages.items()} == {s: baseline.run_dir for s in STAGES}
+    assert other["variants"]["baseline"]["mean"]["accuracy"] == on_disk["variants"]["baseline"]["mean"]["accuracy"]
+    with pytest.raises(PawRayError, match="--reuse"):
+        ablate(cfg, str(tmp_path / "third"), reuse=[str(tmp_path / "nothing")], log=lambda s: None)

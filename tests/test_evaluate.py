@@ -46,6 +46,22 @@ def test_pointing_accuracy_counts_centres_inside_boxes():
     assert out["chance_mean"] == pytest.approx(0.125)
 
 
+def test_pointing_game_counts_only_images_that_show_the_attribute():
+    boxes = np.zeros((4, 40, 4), np.float32)
+    local = [j for j in range(40) if LOCAL_MASK[j]]
+    boxes[:, local] = [0.25, 0.25, 0.75, 0.5]
+    centres = np.full((4, 40, 2), 0.5, np.float32)
+    centres[2:, :, 1] = 0.9  # images 2 and 3 point outside every box
+    present = np.zeros((4, 40), bool)
+    present[:2] = True  # ... and do not show any attribute
+    assert pointing_accuracy(centres, boxes)["mean"] == pytest.approx(0.5)
+    game = pointing_accuracy(centres, boxes, window=0.25, present=present)
+    assert game["mean"] == pytest.approx(1.0) and game["window_hit_mean"] == pytest.approx(1.0)
+    present[:, local[0]] = False  # an attribute no test image shows is left out, not scored 0
+    game = pointing_accuracy(centres, boxes, present=present)
+    assert ATTRIBUTES[local[0]] not in game["pointing_accuracy"] and game["mean"] == pytest.approx(1.0)
+
+
 def test_window_hit_uses_the_clamped_crop_and_its_chance_is_the_monte_carlo_rate():
     boxes = np.zeros((3, 40, 4), np.float32)
     local = [j for j in range(40) if LOCAL_MASK[j]]

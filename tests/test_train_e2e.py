@@ -70,6 +70,8 @@ def test_results_json_shape_and_ranges(smoke_run):
     loc = r["localization"]
     assert set(loc["pointing_accuracy"]) <= set(LOCAL_ATTRIBUTES) and len(loc["pointing_accuracy"]) >= 30
     assert 0 <= loc["mean"] <= 1 and 0 < loc["chance_mean"] < 1
+    assert "pointing game" in loc["protocol"]  # scored on the images that show the attribute ...
+    assert set(loc["all_images"]["pointing_accuracy"]) >= set(loc["pointing_accuracy"])  # ... and on all of them
 
 
 def test_every_network_beats_the_majority_baseline(smoke_run):

@@ -23,6 +23,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES  # noqa: E402
 from paw_ray.eval.overlays import draw_heatmap, draw_part_boxes  # noqa: E402
+from paw_ray.train.stages.evaluate import pointing_scope  # noqa: E402
 
 __all__ = ["ROW_LABELS", "accuracy_figure", "heatmap_figure", "part_boxes_figure", "rsl_figure",
            "rsl_whole_part", "arl_figure", "curves_figure", "pointing_figure", "TRAIN_STAGES"]
@@ -195,9 +196,10 @@ def pointing_figure(localization: dict, run_label: str):
                    label=f"chance, random {'window' if i else 'centre'} (mean {localization[chance_mean_key] * 100:.1f}%)")
     ax.set_xticks(x, [a.replace("_", " ") for a in names], rotation=90, fontsize=8)
     ax.set_ylim(0, 100)
-    ax.set_ylabel("% of test images")
+    ax.set_ylabel("% of test images counted")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _title(fig, "Localization on SynthFaces: pointing accuracy per local attribute vs chance", run_label)
+    _title(fig, f"Localization on SynthFaces: pointing accuracy per local attribute vs chance "
+                f"({pointing_scope(localization)})", run_label)
     fig.tight_layout()
     return fig

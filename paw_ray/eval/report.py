@@ -22,6 +22,7 @@ import numpy as np
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, attribute_index
 from paw_ray.train.manifest import STAGES, RunDirError
+from paw_ray.train.stages.evaluate import pointing_scope
 
 __all__ = ["write_report", "REPORT_DIR", "FIG4_ATTRIBUTES"]
 
@@ -131,7 +132,8 @@ def _accuracy(r: _Report) -> None:
         r.section("Localization (SynthFaces pointing accuracy)",
                   r.save("pointing", pointing_figure(loc, r.run_label),
                          "Pointing accuracy per local attribute vs chance")
-                  + f"<p>Share of test images whose part centre falls inside the attribute's ground-truth cue box: "
+                  + f"<p>Share of test images ({pointing_scope(loc)}) whose part centre falls inside the "
+                    f"attribute's ground-truth cue box: "
                     f"mean {100 * loc['mean']:.1f}% vs {100 * loc['chance_mean']:.1f}% for a uniformly random centre.</p>")
 
 

@@ -4,6 +4,7 @@ is, what it was trained and measured on, how to call it, what it is for and wher
 from __future__ import annotations
 
 from paw_ray.attributes import ATTRIBUTES
+from paw_ray.train.stages.evaluate import pointing_scope
 
 __all__ = ["parameter_counts", "model_card"]
 
@@ -40,7 +41,8 @@ def _accuracy_section(results: dict | None) -> list[str]:
     loc = results.get("localization")
     if loc:
         lines += ["", f"Localization (SynthFaces ground-truth cue boxes): the part centre falls inside the cue box "
-                      f"for {100 * loc['mean']:.1f}% of test images on average over the local attributes "
+                      f"for {100 * loc['mean']:.1f}% of test images ({pointing_scope(loc)}) on average over the "
+                      f"local attributes "
                       f"(a random centre: {100 * loc['chance_mean']:.1f}%)."]
     return lines
 

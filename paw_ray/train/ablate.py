@@ -17,7 +17,10 @@ checkpoint (no copy) and marked ``reused_from``, and ``train()`` skips them as c
 So ``grid`` trains no FRL, hint or g_0, and ``snet1`` no FRL and no part centres.
 
 Seed k sets ``seed`` and ``data.synth_seed`` to k. Rerunning with the same directory
-continues: adoption is idempotent and each variant's ``train()`` resumes.
+continues: adoption is idempotent and each variant's ``train()`` resumes. Runs made outside
+the ablation (``reuse``: say the demo main job, ``paw-ray train --run-dir runs/demo``) are
+siblings too: a variant adopts their stages where the fingerprints match (same preset,
+seed and data), so the baseline of seed 0 costs nothing after the main job.
 """
 
 from __future__ import annotations
@@ -191,7 +194,7 @@ def summarize(cfg: C.Config, ablate_dir: str, seeds: list[int], names: list[str]
         "data": {str(k): label for k, label in data.items()},
         "complete": all(len(runs.get(n, {})) == len(seeds) for n in names),
         "machine": machine_info,
-        "units": {"accuracy": "% mean over the 40 attributes, test split", "pointing": "% (local attributes)",
+        "units": {"accuracy": "% mean over the 40 attributes, test split", "pointing": "% (local attributes, images that show the attribute)",
                   "wall_time_s": "seconds; spent = stages trained in this variant, total = with reused ones",
                   "rsl": "mean RSL weight of the fine-tuned PaW: whole = W[0, j], part = W[j+1, j]; "
                          "whole_heavier = attributes with W[0, j] > W[j+1, j]"},
@@ -239,7 +242,7 @@ def format_ablations(summary: dict) -> str:
              f"{mach['ray_gpus']:g} GPUs). Data: " + "; ".join(f"seed {k}: {d}" for k, d in summary["data"].items()),
              "", "Mean over seeds; in brackets the paper's number (uCelebA; Tables 1, 3, 5). Accuracy: % mean "
              "over the 40 attributes on the test split; pointing: % of local-attribute part centres inside "
-             "the cue box; wall time: stages trained for the variant (shared stages count once, for the "
+             "the cue box, on the images that show the attribute; wall time: stages trained for the variant (shared stages count once, for the "
              "variant that trained them) and with the reused stages' time included.", "", head, sep]
     for name, v in summary["variants"].items():
         if v["mean"]:
@@ -268,8 +271,9 @@ def _relative(location: str, base: str) -> str:
 # --------------------------------------------------------------------------- the run
 
 def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] | None = None,
-           log: Callable[[str], None] = print) -> dict:
-    """Train every variant for seeds 0..``seeds``-1, sharing stages; write and return the summary."""
+           reuse: list[str] = (), log: Callable[[str], None] = print) -> dict:
+    """Train every variant for seeds 0..``seeds``-1, sharing stages with each other and with the
+    run directories in ``reuse``; write and return the summary."""
     from paw_ray.train.cluster import ensure_ray
     from paw_ray.train.run import absolute, data_identity, resolve_data, train
 
@@ -280,6 +284,10 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
     if seeds < 1:
         raise PawRayError(f"--seeds must be >= 1, got {seeds}")
     ablate_dir = absolute(ablate_dir)
+    reuse = [absolute(r) for r in reuse]
+    missing = [r for r in reuse if not storage.exists(storage.join(r, MANIFEST_FILE))]
+    if missing:
+        raise PawRayError(f"--reuse: no run directory (manifest.json) at {', '.join(missing)}")
     ensure_ray(cfg.ray)
     params = {n: _params(C.apply_overrides(cfg, VARIANTS[n].overrides())) for n in names}
     machine_info = machine()
@@ -293,7 +301,7 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
         seed_cfg.seed, seed_cfg.data.synth_seed = seed, seed
         data_dir, data[seed] = resolve_data(seed_cfg, seed_dir, log)  # one data set for all variants
         identity = data_identity(data_dir)
-        siblings = [storage.join(seed_dir, n) for n in VARIANTS]
+        siblings = [storage.join(seed_dir, n) for n in VARIANTS] + reuse
         for name in names:
             k += 1
             vcfg = C.apply_overrides(seed_cfg, VARIANTS[name].overrides() + [f"data.path={data_dir}"])

@@ -25,7 +25,8 @@ from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.pipeline import image_stream, to_torch_batch
 
-__all__ = ["run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "format_table"]
+__all__ = ["run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
+           "format_table"]
 
 ROWS = ("frl", "whole", "part", "paw", "majority")
 
@@ -101,9 +102,15 @@ def _json_floats(values) -> list:
     return [None if np.isnan(v) else round(float(v), 5) for v in values]
 
 
-def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray, window: float | None = None) -> dict:
+def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray, window: float | None = None,
+                      present: np.ndarray | None = None) -> dict:
     """Share of images whose centre lies inside the ground-truth box, per local attribute,
     beside its chance level (a centre drawn uniformly: the box's area).
+
+    With ``present`` ((N, 40) bool, the labels), only the images that show the attribute
+    count: the pointing game's protocol (Zhang et al., ECCV 2016). Without it every image
+    counts, including those where the box marks a place where no cue is drawn, which no
+    weakly supervised localizer can find (its heatmap there has nothing to peak on).
 
     With ``window`` (the part crop's side as a share of the image's), also the share whose
     part window (clamped inside the image, as the crops are cut) holds the cue box's centre:
@@ -112,6 +119,8 @@ def pointing_accuracy(centres: np.ndarray, boxes: np.ndarray, window: float | No
     inside = ((centres[..., 0] >= boxes[..., 0]) & (centres[..., 0] <= boxes[..., 2])
               & (centres[..., 1] >= boxes[..., 1]) & (centres[..., 1] <= boxes[..., 3]))
     valid = boxes[..., 2] > boxes[..., 0]
+    if present is not None:
+        valid = valid & present.astype(bool)
     area = np.clip(boxes[..., 2] - boxes[..., 0], 0, 1) * np.clip(boxes[..., 3] - boxes[..., 1], 0, 1)
     out = {"pointing_accuracy": _per_local_attribute(inside, valid), "chance": _per_local_attribute(area, valid)}
     if window is not None:
@@ -142,6 +151,11 @@ def _window_chance(cue: np.ndarray, w: float) -> np.ndarray:
     return spread + w / 2 * (lo <= 0) + w / 2 * (hi >= 1 - w)
 
 
+def pointing_scope(localization: dict) -> str:
+    """Which test images a ``localization`` dict counted, in words."""
+    return localization.get("protocol", "all test images")
+
+
 def format_table(results: dict) -> str:
     """Markdown in the layout of the paper's Table 5: a column per attribute, then the mean."""
     head = "| row | " + " | ".join(a.replace("_", " ") for a in ATTRIBUTES) + " | **mean** |"
@@ -156,12 +170,17 @@ def format_table(results: dict) -> str:
         f"{row} {100 * results['mean_balanced_accuracy'][row]:.2f}" for row in ROWS)]
     loc = results.get("localization")
     if loc:
-        lines += ["", f"Localization (pointing accuracy, local attributes): mean "
+        lines += ["", f"Localization (pointing accuracy, local attributes, {pointing_scope(loc)}): mean "
                       f"{100 * loc['mean']:.1f}% vs {100 * loc['chance_mean']:.1f}% for a uniformly random centre."]
         window = "window_hit" in loc
         if window:
             lines += [f"Cue inside the part window: mean {100 * loc['window_hit_mean']:.1f}% vs "
                       f"{100 * loc['window_chance_mean']:.1f}% for a random window."]
+        every = loc.get("all_images")
+        if every:
+            lines += [f"Over all test images, with or without the attribute: pointing {100 * every['mean']:.1f}% "
+                      f"(chance {100 * every['chance_mean']:.1f}%), part window {100 * every['window_hit_mean']:.1f}% "
+                      f"(chance {100 * every['window_chance_mean']:.1f}%)."]
         lines += ["", "| attribute | pointing % | chance % |" + (" in window % | chance % |" if window else ""),
                   "|---|---|---|" + ("---|---|" if window else "")]
         lines += [f"| {a} | {100 * v:.1f} | {100 * loc['chance'][a]:.1f} |"
@@ -205,8 +224,11 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
         "run_dir": run_dir,
     }
     if "part_boxes_gt" in data:
-        results["localization"] = pointing_accuracy(data["centres"], data["part_boxes_gt"],
-                                                    window=cfg.data.part_size / cfg.data.image_size)
+        window = cfg.data.part_size / cfg.data.image_size
+        loc = pointing_accuracy(data["centres"], data["part_boxes_gt"], window=window, present=data["labels"])
+        loc["protocol"] = "images that show the attribute (pointing game)"
+        loc["all_images"] = pointing_accuracy(data["centres"], data["part_boxes_gt"], window=window)
+        results["localization"] = loc
     location = storage.join(run_dir, "results.json")
     storage.write_json_atomic(location, results)
     storage.write_bytes_atomic(storage.join(run_dir, "results.md"), format_table(results).encode())
