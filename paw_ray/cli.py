@@ -143,9 +143,9 @@ def _stderr(message: str) -> None:
 
 def _report_after_train(run_dir: str) -> None:
     """The run's report at the end of `paw-ray train`; a failure is a warning, never a lost run."""
-    from paw_ray.eval.report import write_report
-
     try:
+        from paw_ray.eval.report import write_report  # matplotlib and the figures: inside the guard too
+
         print(f"Report: {write_report(run_dir, log=_stderr)}")
     except Exception as e:  # noqa: BLE001 - the run itself is complete and saved
         _stderr(f"paw-ray train: warning: the run is complete but its report failed "
