@@ -183,16 +183,20 @@ def _demo() -> Config:
     from 16.3% to 13.8% against a 10% chance), 16 maps per attribute, SNet3 subnets, 28 px
     parts (64/224 of the side, as in the paper). AdamW instead of the paper's SGD: on this
     budget of steps SGD barely leaves the label prior (measured: 0.814 vs 0.863 val accuracy
-    for g_0 after 300 steps)."""
+    for g_0 after 300 steps). Every Ray Train stage runs two DDP workers of 0.75 CPU: with
+    one, a 2-core machine left a core to the light data tasks (FRL 1.43x faster with two,
+    ``benchmarks/bench_scaling.py``)."""
     cfg = Config(preset="demo")
     cfg.data = DataConfig(image_size=96, part_size=28, synth_n=6000)
     adamw = dict(optimizer="adamw", lr_schedule="cosine", batch_size=64)
-    cfg.frl = FRLConfig(epochs=6, lr=2e-3, width=0.25, maps_per_attribute=16, mnl_hidden=256, pools=3, **adamw)
-    cfg.hint = HintConfig(epochs=1, lr=2e-3, **adamw)
-    cfg.whole = WholeConfig(epochs=6, lr=2e-3, **adamw)
+    ddp = dict(num_workers=2, cpus_per_worker=0.75)  # the Ray Train stages
+    cfg.frl = FRLConfig(epochs=6, lr=2e-3, width=0.25, maps_per_attribute=16, mnl_hidden=256, pools=3,
+                        **adamw, **ddp)
+    cfg.hint = HintConfig(epochs=1, lr=2e-3, **adamw, **ddp)
+    cfg.whole = WholeConfig(epochs=6, lr=2e-3, **adamw, **ddp)
     cfg.parts = PartsConfig(epochs=3, lr=1e-3, num_cpus=0.75, **adamw)
-    cfg.fusion = FusionConfig(epochs=2, lr=1e-2, **adamw)
-    cfg.finetune = FinetuneConfig(epochs=1, lr=2e-4, **adamw)
+    cfg.fusion = FusionConfig(epochs=2, lr=1e-2, **adamw, **ddp)
+    cfg.finetune = FinetuneConfig(epochs=1, lr=2e-4, **adamw, **ddp)
     return cfg
 
 
