@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS = {
     "input": ("bench_input.py", []),
     "fanout": ("bench_fanout.py", []),
+    "parts_cache": ("bench_parts_cache.py", []),
     "scaling": ("bench_scaling.py", []),
     "roofline": ("bench_roofline.py", []),
     "models": ("bench_models.py", ["--threads", "1"]),

@@ -122,6 +122,7 @@ class PartsConfig(StageConfig):
     num_cpus: float = _resource(1.0)  # per part task
     num_gpus: float = _resource(0.0)  # per part task; fractional shares a GPU
     max_retries: int = _resource(3)
+    cache_mb: float = _resource(512.0)  # per part task: hold its crops in memory when they fit (0: stream)
 
 
 @dataclass
@@ -409,5 +410,7 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.lr_schedule: {s.lr_schedule!r} is not one of cosine, constant")
     if cfg.parts.num_cpus <= 0 and cfg.parts.num_gpus <= 0:
         problems.append("parts.num_cpus: a part task needs CPUs or GPUs")
+    if cfg.parts.cache_mb < 0:
+        problems.append("parts.cache_mb: must be >= 0 (0: always stream)")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -136,3 +136,35 @@ def test_missing_data_dir_names_it(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(shards.ShardError, match="not a prepared data set"):
         image_stream(str(tmp_path / "empty"), "train", 32, train=True)
+
+
+def test_cached_part_crops_are_reshuffled_and_flipped_as_the_stream_would_flip_them(data_dir):
+    import pyarrow.parquet as pq
+
+    from paw_ray.data.cache import InMemorySplit
+    from paw_ray.data.pipeline import decode_batch
+
+    table = pq.read_table(shards.shard_files(data_dir, shards.read_info(data_dir), "train")[0])
+    ids = np.array(table.column("image_id").to_pylist())
+    centres = CentresTable.from_arrays(ids, np.random.default_rng(1).uniform(0, 1, (len(ids), 40, 2)))
+    crop = dict(image_size=SIZE, centres=centres, part=7, part_size=16)
+    plain = decode_batch(table, train=False, **crop)
+    cache = InMemorySplit.collect([{k: plain[k][:100] for k in plain}, {k: plain[k][100:] for k in plain}])
+    orders = []
+    for epoch in (0, 1):
+        streamed = decode_batch(table, train=True, seed=3, epoch=epoch, **crop)
+        batches = list(cache.batches(64, shuffle_seed=3, flip_seed=3, epoch=epoch))
+        assert [len(b["image_id"]) for b in batches] == [64, 64, 64, 8]
+        served = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        orders.append(served["image_id"])
+        assert sorted(served["image_id"]) == sorted(ids)
+        assert 0.3 < served["flipped"].mean() < 0.7
+        row = {image_id: i for i, image_id in enumerate(streamed["image_id"])}
+        for i, image_id in enumerate(served["image_id"]):
+            j = row[image_id]
+            assert served["flipped"][i] == streamed["flipped"][j]
+            assert served["ok"][i] == streamed["ok"][j] and (served["labels"][i] == streamed["labels"][j]).all()
+            np.testing.assert_array_equal(served["image"][i], streamed["image"][j], err_msg=image_id)
+    assert (orders[0] != orders[1]).any(), "a new order each epoch"
+    assert not cache.batches(64).__next__()["flipped"].any(), "validation batches are not flipped"
+    np.testing.assert_array_equal(cache.image, plain["image"])  # serving never mirrors the cache in place

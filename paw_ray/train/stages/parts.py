@@ -3,7 +3,9 @@
 Part task j (paper §3.4): a student initialised from g_0 (the ``whole`` stage),
 trained alone on the stream of attribute j's window — cut on the fly from the part
 centres by ``image_stream(part=j)``, so the task moves only its own crop — to predict
-all 40 attributes. Each task has its own resources (``parts.num_cpus``, fractional
+all 40 attributes. Where the task's crops fit ``parts.cache_mb``, one pass of the stream
+is kept in memory and the later epochs reshuffle and re-flip it (``InMemorySplit``)
+instead of decoding every full image again. Each task has its own resources (``parts.num_cpus``, fractional
 ``parts.num_gpus`` to share a GPU), Ray retries it when its process or node dies
 (``parts.max_retries``), and it keeps its own checkpoint after every epoch, so a
 retried task resumes where its last attempt stopped. A part whose ``done.json`` holds
@@ -52,6 +54,8 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     import torch.nn.functional as F
 
     from paw_ray import config as C
+    from paw_ray.data import shards
+    from paw_ray.data.cache import InMemorySplit, crop_bytes
     from paw_ray.data.pipeline import image_stream
     from paw_ray.models.students import SNet
     from paw_ray.train.loop import TrainTask, make_optimizer, run_epoch
@@ -88,16 +92,29 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     task = TrainTask(model=model, loss=loss)
     common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres_ref,
                   part=part, part_size=cfg.data.part_size)
-    train_ds = image_stream(data_dir, "train", train=True, seed=cfg.seed * 100 + part, **common)
-    val_ds = image_stream(data_dir, "val", train=False, **common)
+    seed = cfg.seed * 100 + part
     epochs = 1 if cfg.max_steps > 0 else pc.epochs
+    rows = shards.read_info(data_dir).num_rows
+    cached = cfg.max_steps == 0 and crop_bytes(rows["train"] + rows["val"], cfg.data.part_size) <= pc.cache_mb * 2**20
     t0 = time.time()
+    if cached:  # one pass, unflipped and in shard order; every epoch reorders and flips it
+        train_rows, val_rows = (InMemorySplit.collect(image_stream(data_dir, split, train=False, shuffle=False, **common)
+                                                      .iter_batches(batch_size=256, batch_format="numpy"))
+                                for split in ("train", "val"))
+
+        def batches(epoch):
+            return (train_rows.batches(pc.batch_size, shuffle_seed=seed, flip_seed=seed, epoch=epoch),
+                    val_rows.batches(pc.batch_size))
+    else:
+        train_ds = image_stream(data_dir, "train", train=True, seed=seed, **common)
+        val_ds = image_stream(data_dir, "val", train=False, **common)
+
+        def batches(epoch):
+            return (train_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy", prefetch_batches=2),
+                    val_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy"))
     for epoch in range(start_epoch, max(epochs, 1)):
         metrics = run_epoch(model, task, optimizer, pc, epoch, epochs, attempt, device, cfg.max_steps,
-                            train_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy",
-                                                  prefetch_batches=2),
-                            val_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy"),
-                            log_prefix=f"[parts] part {part:02d}")
+                            *batches(epoch), log_prefix=f"[parts] part {part:02d}")
         history.append(metrics)
         save_state(ckpt_location, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "epoch": epoch, "history": history, "attempt": attempt,
@@ -106,7 +123,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     ctx = ray.get_runtime_context()
     record = {"part": part, "attribute": ATTRIBUTES[part], "fingerprint": fingerprint,
               "metrics": history[-1] if history else {}, "history": history,
-              "node_id": ctx.get_node_id(), "task_id": ctx.get_task_id(), "attempt": attempt,
+              "node_id": ctx.get_node_id(), "task_id": ctx.get_task_id(), "attempt": attempt, "cached": cached,
               "wall_time_s": round(time.time() - t0, 2)}
     storage.write_json_atomic(storage.join(here, "done.json"), record)
     return record
