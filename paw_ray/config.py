@@ -243,6 +243,18 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _number(value: Any, typ: type, where: str) -> int | float:
+    """``value`` as an int (integral floats too) or a float; never a bool, strings parsed."""
+    ok = not isinstance(value, bool) and (
+        isinstance(value, (int, str)) or (isinstance(value, float) and (typ is float or value.is_integer())))
+    if ok:
+        try:
+            return typ(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected {'an integer' if typ is int else 'a number'}, got {value!r}")
+
+
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Check ``value`` against ``typ`` (str/int/float/bool); strings from the command line are parsed."""
     origin = typing.get_origin(typ)
@@ -254,30 +266,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if typ in (int, float):
+        return _number(value, typ, where)
     if typ is str:
         if isinstance(value, str):
             return value
