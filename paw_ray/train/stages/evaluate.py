@@ -226,7 +226,7 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
     if "part_boxes_gt" in data:
         window = cfg.data.part_size / cfg.data.image_size
         loc = pointing_accuracy(data["centres"], data["part_boxes_gt"], window=window, present=data["labels"])
-        loc["protocol"] = "images that show the attribute (pointing game)"
+        loc["protocol"] = "images that show the attribute, as in the pointing game"
         loc["all_images"] = pointing_accuracy(data["centres"], data["part_boxes_gt"], window=window)
         results["localization"] = loc
     location = storage.join(run_dir, "results.json")
