@@ -11,6 +11,7 @@ new Ray Data execution; the cache decodes once and reshuffles and re-flips the c
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 
@@ -43,7 +44,7 @@ def main() -> None:
         centres, _ = run_localize(cfg, data_dir, os.path.join(tmp, "localize"), None)
         centres_ref = ray.put(load_centres(centres))
         runs = {"streamed": 0.0, "cached": cfg.parts.cache_mb}
-        count = iter(range(10**6))
+        count = itertools.count()
 
         def part_task(cache_mb: float):
             def fn():

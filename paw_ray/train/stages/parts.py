@@ -5,10 +5,10 @@ trained alone on the stream of attribute j's window — cut on the fly from the 
 centres by ``image_stream(part=j)``, so the task moves only its own crop — to predict
 all 40 attributes. Where the task's crops fit ``parts.cache_mb``, one pass of the stream
 is kept in memory and the later epochs reshuffle and re-flip it (``InMemorySplit``)
-instead of decoding every full image again. Each task has its own resources (``parts.num_cpus``, fractional
-``parts.num_gpus`` to share a GPU), Ray retries it when its process or node dies
-(``parts.max_retries``), and it keeps its own checkpoint after every epoch, so a
-retried task resumes where its last attempt stopped. A part whose ``done.json`` holds
+instead of decoding every full image again. Each task has its own resources
+(``parts.num_cpus``, fractional ``parts.num_gpus`` to share a GPU), Ray retries it when
+its process or node dies (``parts.max_retries``), and it keeps its own checkpoint after
+every epoch, so a retried task resumes where its last attempt stopped. A part whose ``done.json`` holds
 the stage's fingerprint is finished: a rerun does not retrain it.
 
 Layout::
@@ -95,7 +95,8 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     seed = cfg.seed * 100 + part
     epochs = 1 if cfg.max_steps > 0 else pc.epochs
     rows = shards.read_info(data_dir).num_rows
-    cached = cfg.max_steps == 0 and crop_bytes(rows["train"] + rows["val"], cfg.data.part_size) <= pc.cache_mb * 2**20
+    fits = crop_bytes(rows["train"] + rows["val"], cfg.data.part_size) <= pc.cache_mb * 2**20
+    cached = fits and cfg.max_steps == 0 and start_epoch < max(epochs, 1)  # a retry with no epoch left decodes nothing
     t0 = time.time()
     if cached:  # one pass, unflipped and in shard order; every epoch reorders and flips it
         train_rows, val_rows = (InMemorySplit.collect(image_stream(data_dir, split, train=False, shuffle=False, **common)
