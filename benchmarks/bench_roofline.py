@@ -12,9 +12,10 @@ Variants, timed interleaved with the matmul (before/after of the fixes worth try
 ``as trained`` (NCHW, the preset's batch), ``channels_last``, ``batch x2``. Each prints
 its share; the RESULT lines are the share as trained (target 0.2) and the speedup of
 channels_last over it (target 1.0: not slower). ``--profile`` prints torch.profiler's
-top operators of one step as trained.
+top operators of one step as trained. ``--device cuda`` runs the same on a GPU, against a
+4096 x 4096 float32 matmul at torch's default precision (the steps use the same defaults).
 
-    python benchmarks/bench_roofline.py [--quick] [--threads 1] [--preset demo] [--profile]
+    python benchmarks/bench_roofline.py [--quick] [--threads 1] [--preset demo] [--profile] [--device cuda]
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from paw_ray.train.stages.frl import build_frl_task
 from paw_ray.train.stages.paw import build_paw_task
 
 
-def matmul(n: int):
+def matmul(n: int, device: torch.device):
     """A dense float32 n x n matmul as a closure, and its FLOPs."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     return (lambda: torch.mm(a, b)), 2 * n**3
 
 
@@ -49,30 +50,30 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def make_batch(cfg, batch_size: int, memory_format=torch.contiguous_format) -> dict:
+def make_batch(cfg, batch_size: int, device: torch.device, memory_format=torch.contiguous_format) -> dict:
     """A normalised image batch with labels and part centres, as ``to_torch_batch`` gives."""
     s = cfg.data.image_size
     g = torch.Generator().manual_seed(0)
     return {"image_id": [str(i) for i in range(batch_size)],
-            "image": torch.randn(batch_size, 3, s, s, generator=g).contiguous(memory_format=memory_format),
-            "labels": (torch.rand(batch_size, NUM_ATTRIBUTES, generator=g) > 0.5).float(),
-            "centres": torch.rand(batch_size, NUM_ATTRIBUTES, 2, generator=g)}
+            "image": torch.randn(batch_size, 3, s, s, generator=g).to(device).contiguous(memory_format=memory_format),
+            "labels": (torch.rand(batch_size, NUM_ATTRIBUTES, generator=g) > 0.5).float().to(device),
+            "centres": torch.rand(batch_size, NUM_ATTRIBUTES, 2, generator=g).to(device)}
 
 
-def build_step(stage: str, cfg, batch_size: int, channels_last: bool = False):
+def build_step(stage: str, cfg, batch_size: int, device: torch.device, channels_last: bool = False):
     """One training step of ``stage`` (``frl`` or ``finetune``) on a fixed batch, as a closure."""
     prior = [0.3] * NUM_ATTRIBUTES
     if stage == "frl":
-        task = build_frl_task(cfg, torch.device("cpu"), prior)
+        task = build_frl_task(cfg, device, prior)
     else:
         with tempfile.TemporaryDirectory() as d:
             location = os.path.join(d, "fusion.pt")
             save_state(location, PaW.from_config(cfg).state_dict())
-            task = build_paw_task(stage, cfg, {"fusion": location}, torch.device("cpu"))
+            task = build_paw_task(stage, cfg, {"fusion": location}, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = task.model.to(memory_format=fmt).train()
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], getattr(cfg, stage))
-    batch = make_batch(cfg, batch_size, fmt)
+    batch = make_batch(cfg, batch_size, device, fmt)
 
     def step() -> None:
         loss, _ = task.loss(model, batch)
@@ -83,17 +84,19 @@ def build_step(stage: str, cfg, batch_size: int, channels_last: bool = False):
     return step
 
 
-def bench_stage(name: str, stage: str, cfg, repeats: int, matmul_n: int, profile: bool) -> None:
+def bench_stage(name: str, stage: str, cfg, repeats: int, matmul_n: int, profile: bool,
+                device: torch.device) -> None:
     """Time the step variants interleaved with the matmul reference; print shares and RESULTs."""
     batch = getattr(cfg, stage).batch_size
     variants = {"as trained": (batch, False), "channels_last": (batch, True), "batch x2": (2 * batch, False)}
-    steps = {k: build_step(stage, cfg, b, cl) for k, (b, cl) in variants.items()}
+    steps = {k: build_step(stage, cfg, b, device, cl) for k, (b, cl) in variants.items()}
     flops = {k: count_flops(steps[k]) for k in steps}
-    mm, mm_flops = matmul(matmul_n)
+    mm, mm_flops = matmul(matmul_n, device)
     times = time_interleaved({**steps, "matmul": mm}, repeats)
     peak = mm_flops / times["matmul"]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} thread(s)"
     print(f"\n[{name}] {stage} training step, {cfg.preset} preset, {cfg.data.image_size}px, "
-          f"{torch.get_num_threads()} thread(s); matmul reference {peak / 1e9:.1f} GFLOP/s")
+          f"{where}; matmul reference {peak / 1e9:.1f} GFLOP/s")
     share = {}
     for k, (b, _) in variants.items():
         rate = flops[k] / times[k]
@@ -103,9 +106,11 @@ def bench_stage(name: str, stage: str, cfg, repeats: int, matmul_n: int, profile
     if profile:
         from torch.profiler import ProfilerActivity, profile as torch_profile
 
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        cuda = device.type == "cuda"
+        with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
             steps["as trained"]()
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        print(prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                        row_limit=12))
     print(result_line(f"{name}_channels_last", times["as trained"] / times["channels_last"], 1.0))
     print(result_line(name, share["as trained"], 0.2))
 
@@ -118,13 +123,17 @@ def main() -> None:
                     help="torch threads (default 1: what a 1-CPU Train worker uses; see bench_models)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     cfg = C.preset("smoke" if args.quick else args.preset)
     repeats = 1 if args.quick else args.repeats
+    matmul_n = 4096 if device.type == "cuda" else 512 if args.quick else 1024
+    suffix = "_gpu" if device.type == "cuda" else ""
     print(f"bench_roofline: torch {torch.__version__}, {machine_note()}")
     for stage, label in (("frl", "frl"), ("finetune", "paw")):
-        bench_stage(f"roofline_{label}_{cfg.preset}", stage, cfg, repeats, 512 if args.quick else 1024, args.profile)
+        bench_stage(f"roofline_{label}_{cfg.preset}{suffix}", stage, cfg, repeats, matmul_n, args.profile, device)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Reads ``<run>/manifest.json`` (``paw-ray train`` writes it): each stage record's
 ``wall_time_s`` and, in its metrics' per-epoch ``history``, the ``peak_rss_mb`` of the
-process that trained it (the Train workers' rank 0, each part task). Prints the stages
-with their share of the total and the largest peak, and where a Ray cluster address is
+process that trained it (the Train workers' rank 0, each part task) and, for stages that
+trained on a GPU, its ``peak_gpu_mb``. Prints the stages with their share of the total
+and the largest peaks, and where a Ray cluster address is
 given, the object-store spilling reported by ``ray memory --stats-only``. The driver's
 own peak memory is not in the manifest.
 
@@ -20,30 +21,35 @@ from paw_ray import storage
 from paw_ray.train.manifest import MANIFEST_FILE, STAGES
 
 
-def peak_rss(metrics: dict[str, Any]) -> float | None:
-    """Largest ``peak_rss_mb`` in a stage's history: a list of epochs, or for ``parts`` a
-    dict of such lists per part (None when the stage records none)."""
+def peak(metrics: dict[str, Any], key: str = "peak_rss_mb") -> float | None:
+    """Largest ``key`` in a stage's history: a list of epochs, or for ``parts`` a dict of
+    such lists per part (None when the stage records none)."""
     history = metrics.get("history") or []
     epochs = [e for h in history.values() for e in h] if isinstance(history, dict) else history
-    peaks = [e["peak_rss_mb"] for e in epochs if isinstance(e, dict) and "peak_rss_mb" in e]
+    peaks = [e[key] for e in epochs if isinstance(e, dict) and key in e]
     return max(peaks) if peaks else None
 
 
 def breakdown(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage in pipeline order: stage, status, wall time, share, peak RSS."""
+    """One row per stage in pipeline order: stage, status, wall time, share, peak RSS and GPU memory."""
     records = manifest.get("stages", {})
     total = sum(r.get("wall_time_s", 0.0) for r in records.values()) or 1.0
     return [{"stage": s, "status": records[s].get("status", ""), "wall_time_s": records[s].get("wall_time_s", 0.0),
-             "share": records[s].get("wall_time_s", 0.0) / total, "peak_rss_mb": peak_rss(records[s].get("metrics", {}))}
+             "share": records[s].get("wall_time_s", 0.0) / total,
+             "peak_rss_mb": peak(records[s].get("metrics", {})),
+             "peak_gpu_mb": peak(records[s].get("metrics", {}), "peak_gpu_mb")}
             for s in STAGES if s in records]
 
 
 def format_breakdown(rows: list[dict[str, Any]]) -> str:
     """The breakdown as a plain-text table with a total line."""
-    lines = [f"{'stage':10s} {'status':9s} {'wall s':>8s} {'share':>6s} {'peak RSS MB':>12s}"]
+    def mb(value: float | None) -> str:
+        return f"{value:.0f}" if value is not None else "-"
+
+    lines = [f"{'stage':10s} {'status':9s} {'wall s':>8s} {'share':>6s} {'peak RSS MB':>12s} {'peak GPU MB':>12s}"]
     for r in rows:
-        rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "-"
-        lines.append(f"{r['stage']:10s} {r['status']:9s} {r['wall_time_s']:8.1f} {r['share']:6.1%} {rss:>12s}")
+        lines.append(f"{r['stage']:10s} {r['status']:9s} {r['wall_time_s']:8.1f} {r['share']:6.1%} "
+                     f"{mb(r['peak_rss_mb']):>12s} {mb(r['peak_gpu_mb']):>12s}")
     total = sum(r["wall_time_s"] for r in rows)
     peaks = [(r["peak_rss_mb"], r["stage"]) for r in rows if r["peak_rss_mb"] is not None]
     lines.append(f"{'total':10s} {'':9s} {total:8.1f} {'100%':>6s}")

@@ -47,7 +47,7 @@ def test_training_steps_run_and_count(stage):
 
     cfg = C.preset("smoke")
     for channels_last in (False, True):
-        step = bench_roofline.build_step(stage, cfg, 2, channels_last)
+        step = bench_roofline.build_step(stage, cfg, 2, torch.device("cpu"), channels_last)
         assert bench_roofline.count_flops(step) > 0
 
 
@@ -65,8 +65,8 @@ def test_dataloader_baseline_batches(tmp_path):
     assert batches[0]["image"].shape[1:] == (3, 24, 24) and batches[0]["image"].dtype == np.uint8
 
 
-def _epochs(*peaks):
-    return [{"epoch": i, "peak_rss_mb": p} for i, p in enumerate(peaks)]
+def _epochs(*peaks, gpu=None):
+    return [{"epoch": i, "peak_rss_mb": p, **({"peak_gpu_mb": gpu} if gpu else {})} for i, p in enumerate(peaks)]
 
 
 def test_manifest_breakdown():
@@ -74,11 +74,12 @@ def test_manifest_breakdown():
         "evaluate": {"status": "complete", "wall_time_s": 10.0, "metrics": {"mean_accuracy": {}}},
         "frl": {"status": "complete", "wall_time_s": 60.0, "metrics": {"history": _epochs(900.0, 950.5)}},
         "parts": {"status": "complete", "wall_time_s": 30.0,
-                  "metrics": {"history": {"0": _epochs(400.0), "1": _epochs(1200.0, 500.0)}}},
+                  "metrics": {"history": {"0": _epochs(400.0, gpu=80.0), "1": _epochs(1200.0, 500.0, gpu=96.5)}}},
     }}
     rows = run_breakdown.breakdown(manifest)
     assert [r["stage"] for r in rows] == ["frl", "parts", "evaluate"]  # pipeline order
     assert [r["peak_rss_mb"] for r in rows] == [950.5, 1200.0, None]
+    assert [r["peak_gpu_mb"] for r in rows] == [None, 96.5, None], "GPU memory only where a stage used one"
     assert [round(r["share"], 2) for r in rows] == [0.6, 0.3, 0.1]
     text = run_breakdown.format_breakdown(rows)
     assert "total" in text and "1200 MB (parts)" in text

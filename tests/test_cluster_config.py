@@ -89,12 +89,23 @@ def test_runtime_env_installs_the_pinned_dependencies():
     assert "torch==2.14.1" in packages and "torchvision==0.29.1" in packages
 
 
-def test_gpu_overlay_moves_work_without_changing_what_is_computed():
-    paper = C.preset("paper")
-    gpu = C.load_yaml(os.path.join(ROOT, "jobs", "gpu_cluster.yaml"), base=paper)
-    assert gpu.frl.use_gpu and gpu.parts.num_gpus > 0 and gpu.localize.gpus_per_actor > 0
-    assert stage_fingerprints(gpu, "data") == stage_fingerprints(paper, "data"), \
+@pytest.mark.parametrize("overlay,preset", [("gpu_cluster.yaml", "paper"), ("single_gpu.yaml", "demo"),
+                                            ("single_gpu.yaml", "smoke")])
+def test_gpu_overlay_moves_work_without_changing_what_is_computed(overlay, preset):
+    base = C.preset(preset)
+    gpu = C.load_yaml(os.path.join(ROOT, "jobs", overlay), base=base)
+    C.validate(gpu)
+    train_stages = [gpu.frl, gpu.hint, gpu.whole, gpu.fusion, gpu.finetune]
+    assert all(s.use_gpu for s in train_stages) and gpu.parts.num_gpus > 0 and gpu.localize.gpus_per_actor > 0
+    assert stage_fingerprints(gpu, "data") == stage_fingerprints(base, "data"), \
         "placement only: a run started on CPUs is reused on GPUs"
+
+
+def test_single_gpu_overlay_fits_one_gpu():
+    gpu = C.load_yaml(os.path.join(ROOT, "jobs", "single_gpu.yaml"), base=C.preset("demo"))
+    assert all(s.num_workers == 1 for s in [gpu.frl, gpu.hint, gpu.whole, gpu.fusion, gpu.finetune]), \
+        "a Train worker with use_gpu holds a whole GPU: more than one would never be placed"
+    assert gpu.localize.num_actors * gpu.localize.gpus_per_actor <= 1.0
 
 
 @pytest.mark.parametrize("job,words", [("train", ["--stages", "--from-stage", "--set-from", "--run-dir"]),

@@ -71,9 +71,13 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+def _all_reduce(t: torch.Tensor, device) -> torch.Tensor:
+    """Sum the CPU tensor ``t`` across DDP workers, in place. The reduction runs on the
+    workers' ``device``: NCCL (Ray Train's backend with ``use_gpu``) reduces only GPU tensors."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
+        on_device = t.to(device)
+        torch.distributed.all_reduce(on_device)
+        t.copy_(on_device)
     return t
 
 
@@ -157,7 +161,8 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, epoch: int, epochs: int, 
     loss_sum, steps = train_epoch(model, task, optimizer, train_batches, stats, device, max_steps) \
         if epochs > 0 else (0.0, 0)
     val = validate(model, task, val_batches, device, max_steps)
-    counts = _all_reduce(torch.tensor([loss_sum, steps, stats.rows, stats.decode_failures], dtype=torch.float64))
+    counts = _all_reduce(torch.tensor([loss_sum, steps, stats.rows, stats.decode_failures], dtype=torch.float64),
+                         device)
     metrics = {
         "epoch": epoch,
         "attempt": attempt,
@@ -224,9 +229,9 @@ def validate(model, task: TrainTask, batches, device, max_steps: int = 0) -> dic
         totals += torch.tensor([len(b["image_id"]), float(loss), 1.0], dtype=torch.float64)
         if max_steps and i + 1 >= max_steps:
             break
-    _all_reduce(correct)
-    _all_reduce(totals)
-    failures = int(_all_reduce(torch.tensor([stats.decode_failures], dtype=torch.float64))[0])
+    _all_reduce(correct, device)
+    _all_reduce(totals, device)
+    failures = int(_all_reduce(torch.tensor([stats.decode_failures], dtype=torch.float64), device)[0])
     rows = max(float(totals[0]), 1.0)
     return {"loss": float(totals[1] / max(float(totals[2]), 1.0)),
             "mean_accuracy": float((correct / rows).mean()),

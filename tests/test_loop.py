@@ -1,0 +1,45 @@
+"""The training loop's cross-worker sums: the epoch's counts and the validation accuracy
+are reduced over DDP workers with gloo on CPUs and with NCCL on GPUs."""
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from paw_ray.train.loop import _all_reduce
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reduce_in_group(rank: int, world: int, backend: str, port: int, device: str, results) -> None:
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        t = torch.tensor([1.0 + rank, 10.0 * (rank + 1)], dtype=torch.float64)
+        out = _all_reduce(t, torch.device(device))
+        results[rank] = (out is t, t.device.type, t.tolist())
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_group(world: int, backend: str, device: str) -> dict:
+    results = mp.Manager().dict()
+    mp.spawn(_reduce_in_group, args=(world, backend, _free_port(), device, results), nprocs=world)
+    return dict(results)
+
+
+def test_all_reduce_sums_cpu_tensors_across_gloo_workers_in_place():
+    results = _run_group(2, "gloo", "cpu")
+    assert results == {0: (True, "cpu", [3.0, 30.0]), 1: (True, "cpu", [3.0, 30.0])}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_all_reduce_of_cpu_tensors_with_nccl():
+    """NCCL reduces only GPU tensors; the loop's CPU counts go through the worker's GPU."""
+    results = _run_group(1, "nccl", "cuda")
+    assert results == {0: (True, "cpu", [1.0, 10.0])}
