@@ -9,11 +9,14 @@ and backward; elementwise ops are not counted, so the share is a lower bound on 
 the cores are). The matmul reference is ``torch.mm`` of two n x n float32 matrices.
 
 Variants, timed interleaved with the matmul (before/after of the fixes worth trying on CPU):
-``as trained`` (NCHW, the preset's batch), ``channels_last``, ``batch x2``. Each prints
-its share; the RESULT lines are the share as trained (target 0.2) and the speedup of
-channels_last over it (target 1.0: not slower). ``--profile`` prints torch.profiler's
-top operators of one step as trained. ``--device cuda`` runs the same on a GPU, against a
-4096 x 4096 float32 matmul at torch's default precision (the steps use the same defaults).
+``NCHW`` (the preset's batch), ``channels_last`` (the layout the trainers use:
+``paw_ray.train.loop.channels_last``), ``batch x2``. Each prints its share; the RESULT
+lines are the share as trained (target 0.2) and the speedup of channels_last over NCHW
+(target 1.0: not slower). ``--profile`` prints torch.profiler's
+top operators of one step as trained. ``--device cuda`` runs the same on a
+GPU against a 4096 x 4096 matmul in TF32: cuDNN runs float32 convolutions in TF32 by
+default (``torch.backends.cudnn.allow_tf32``), so a float32 matmul is not their ceiling
+(measured on an H200: the paper-size FRL step at 125% of it).
 
     python benchmarks/bench_roofline.py [--quick] [--threads 1] [--preset demo] [--profile] [--device cuda]
 """
@@ -25,7 +28,7 @@ import os
 import tempfile
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from benchlib import machine_note, result_line, time_interleaved
 from paw_ray import config as C
@@ -38,14 +41,41 @@ from paw_ray.train.stages.paw import build_paw_task
 
 
 def matmul(n: int, device: torch.device):
-    """A dense float32 n x n matmul as a closure, and its FLOPs."""
+    """A dense float32 n x n matmul as a closure (in TF32 on a GPU, the precision cuDNN's
+    convolutions use by default), and its FLOPs."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return (lambda: torch.mm(a, b)), 2 * n**3
+    if device.type != "cuda":
+        return (lambda: torch.mm(a, b)), 2 * n**3
+
+    def tf32_mm() -> torch.Tensor:
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return torch.mm(a, b)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
+
+    return tf32_mm, 2 * n**3
+
+
+def grouped_conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                               _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``aten.convolution_backward``: grad_input and grad_weight each cost what the
+    forward convolution costs (one multiply-add per forward multiply-add), groups included.
+
+    torch's own formula counts grad_weight as if the convolution were ungrouped, ``groups``
+    times too many: with it the 40 part subnets (one conv group each) counted 1,129 MFLOP
+    of backward per image against a 231 MFLOP forward on CPU and 9,454 on a GPU, where they
+    run as one group of 40 instead of blocks of 4."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
 def count_flops(fn) -> int:
-    """FLOPs of one call of ``fn`` as counted by ``FlopCounterMode`` (forward and backward)."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call of ``fn`` as counted by ``FlopCounterMode`` (forward and backward),
+    with grouped convolutions' backward counted by ``grouped_conv_backward_flop``."""
+    mapping = {torch.ops.aten.convolution_backward: grouped_conv_backward_flop}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return counter.get_total_flops()
 
@@ -88,7 +118,7 @@ def bench_stage(name: str, stage: str, cfg, repeats: int, matmul_n: int, profile
                 device: torch.device) -> None:
     """Time the step variants interleaved with the matmul reference; print shares and RESULTs."""
     batch = getattr(cfg, stage).batch_size
-    variants = {"as trained": (batch, False), "channels_last": (batch, True), "batch x2": (2 * batch, False)}
+    variants = {"NCHW": (batch, False), "channels_last": (batch, True), "batch x2": (2 * batch, True)}
     steps = {k: build_step(stage, cfg, b, device, cl) for k, (b, cl) in variants.items()}
     flops = {k: count_flops(steps[k]) for k in steps}
     mm, mm_flops = matmul(matmul_n, device)
@@ -96,7 +126,7 @@ def bench_stage(name: str, stage: str, cfg, repeats: int, matmul_n: int, profile
     peak = mm_flops / times["matmul"]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} thread(s)"
     print(f"\n[{name}] {stage} training step, {cfg.preset} preset, {cfg.data.image_size}px, "
-          f"{where}; matmul reference {peak / 1e9:.1f} GFLOP/s")
+          f"{where}; {'TF32 ' if device.type == 'cuda' else ''}matmul reference {peak / 1e9:.1f} GFLOP/s")
     share = {}
     for k, (b, _) in variants.items():
         rate = flops[k] / times[k]
@@ -108,11 +138,11 @@ def bench_stage(name: str, stage: str, cfg, repeats: int, matmul_n: int, profile
 
         cuda = device.type == "cuda"
         with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-            steps["as trained"]()
+            steps["channels_last"]()
         print(prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
                                         row_limit=12))
-    print(result_line(f"{name}_channels_last", times["as trained"] / times["channels_last"], 1.0))
-    print(result_line(name, share["as trained"], 0.2))
+    print(result_line(f"{name}_channels_last", times["NCHW"] / times["channels_last"], 1.0))
+    print(result_line(name, share["channels_last"], 0.2))
 
 
 def main() -> None:

@@ -41,6 +41,29 @@ def test_count_flops_of_a_convolution():
     assert bench_roofline.count_flops(lambda: conv(x.requires_grad_()).sum().backward()) == 3 * 2 * 2 * 8 * 64 * 27
 
 
+def test_count_flops_of_a_grouped_convolution_backward():
+    """Each gradient costs the grouped forward, not the ungrouped one (torch's formula)."""
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, groups=4, bias=False)
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    forward = 2 * 2 * 64 * 16 * (8 // 4) * 9
+    assert bench_roofline.count_flops(lambda: conv(x)) == forward
+    assert bench_roofline.count_flops(lambda: conv(x).sum().backward()) == 3 * forward
+
+
+def test_part_subnets_count_the_same_however_they_are_blocked():
+    """The CPU runs the 40 part subnets in blocks of parts, a GPU as one group of 40: the
+    same arithmetic, so the same FLOPs."""
+    from paw_ray.models.paw import PartSubnets
+
+    parts = PartSubnets(40, "snet3", 0.25, 2)
+    crops = torch.randn(2, 40, 3, 16, 16)
+    counts = set()
+    for block in (4, 8, 40):
+        parts.parts_per_block = block
+        counts.add(bench_roofline.count_flops(lambda: parts(crops).sum().backward()))
+    assert len(counts) == 1
+
+
 @pytest.mark.parametrize("stage", ["frl", "finetune"])
 def test_training_steps_run_and_count(stage):
     from paw_ray import config as C

@@ -58,7 +58,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     from paw_ray.data.cache import InMemorySplit, crop_bytes
     from paw_ray.data.pipeline import image_stream
     from paw_ray.models.students import SNet
-    from paw_ray.train.loop import TrainTask, make_optimizer, run_epoch
+    from paw_ray.train.loop import TrainTask, channels_last, make_optimizer, run_epoch
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
@@ -70,7 +70,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
 
     model = SNet.from_config(cfg)
     model.load_state_dict(load_state(whole_location))
-    model.to(device)
+    channels_last(model.to(device))
     optimizer = make_optimizer(model.parameters(), pc)
     start_epoch, history, attempt = 0, [], 0
     if storage.exists(ckpt_location):
