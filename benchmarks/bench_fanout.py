@@ -3,12 +3,13 @@ tasks, ``run_parts``) against the same 40 ``train_part`` calls one after another
 process, on the same data, centres and initial weights.
 
 Reduced size: the demo preset's part config (SNet3, 28 px crops, batch 64, 0.75 CPU per
-task) with ``max_steps`` steps per part (and as many validation batches), on a small
-SynthFaces set with fixed 4x4-grid centres (``parts.source=grid``: no FRL needed). Both
-sides train each part with the same function, so the ratio is the fan-out's speedup;
-the target is 0.8 x the CPUs given to Ray.
+task) for ``--epochs`` full epochs (as the stage trains: crops cached after one pass) or,
+with ``--steps N``, N steps per part and no cache, on a small SynthFaces set with fixed
+4x4-grid centres (``parts.source=grid``: no FRL needed). Both sides train each part with
+the same function, so the ratio is the fan-out's speedup; the target is 0.8 x the CPUs
+given to Ray.
 
-    python benchmarks/bench_fanout.py [--quick] [--cpus 2] [--steps 4]
+    python benchmarks/bench_fanout.py [--quick] [--cpus 2] [--images 600] [--epochs 3 | --steps 4]
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke preset sizes, one step per part")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs given to Ray")
-    ap.add_argument("--steps", type=int, default=4, help="training (and validation) steps per part")
+    ap.add_argument("--images", type=int, default=600, help="SynthFaces images (80%% train)")
+    ap.add_argument("--epochs", type=int, default=3, help="full epochs per part (the demo's 3)")
+    ap.add_argument("--steps", type=int, default=0, help="instead of epochs: N steps per part, no crop cache")
     args = ap.parse_args()
     print(f"bench_fanout: {machine_note()}")
     start_ray(args.cpus)
@@ -40,7 +43,8 @@ def main() -> None:
     cfg = C.preset("smoke" if args.quick else "demo")
     cfg.parts.source = "grid"
     cfg.max_steps = 1 if args.quick else args.steps
-    data_dir = synth_set(cfg.data.image_size, 200 if args.quick else 600)
+    cfg.parts.epochs = args.epochs
+    data_dir = synth_set(cfg.data.image_size, 200 if args.quick else args.images)
 
     with tempfile.TemporaryDirectory() as tmp:
         whole = os.path.join(tmp, "whole.pt")
@@ -59,7 +63,8 @@ def main() -> None:
         parallel = time.perf_counter() - t
         in_flight = max_in_flight(cfg)
 
-    print(f"\n[parts_fanout] 40 parts x {cfg.max_steps} step(s), {cfg.preset} part config "
+    work = f"{cfg.max_steps} step(s)" if cfg.max_steps else f"{cfg.parts.epochs} epoch(s) of {args.images * 4 // 5} images"
+    print(f"\n[parts_fanout] 40 parts x {work}, {cfg.preset} part config "
           f"({cfg.parts.num_cpus} CPU per task, {in_flight} in flight on {args.cpus} Ray CPUs)")
     print(f"  one after another in one process {sequential:8.1f} s")
     print(f"  Ray tasks (run_parts)            {parallel:8.1f} s   speedup {sequential / parallel:.2f}x")

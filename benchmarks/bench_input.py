@@ -16,8 +16,10 @@ scheduling, object store, batching and prefetching against DataLoader's workers.
 
 Each epoch is timed end to end (first batch included: a trainer pays it every epoch);
 epochs alternate between the two sides after one warm-up epoch each; medians compared.
+The time to the first batch is printed beside the rate: a cost paid once per epoch, which
+``--scale K`` (K times the images) shows shrinking against the epoch.
 
-    python benchmarks/bench_input.py [--quick] [--workers 2] [--repeats 3]
+    python benchmarks/bench_input.py [--quick] [--workers 2] [--repeats 3] [--scale 4]
 """
 
 from __future__ import annotations
@@ -61,12 +63,15 @@ def _as_numpy(batch: dict) -> dict:
     return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()}
 
 
-def consume(batches, convert=None) -> int:
-    """Normalise every batch as a trainer does; return the number of images."""
-    n = 0
+def consume(batches, convert=None) -> tuple[int, float]:
+    """Normalise every batch as a trainer does; return the number of images and the
+    seconds until the first batch was ready."""
+    n, t0, first = 0, time.perf_counter(), None
     for batch in batches:
         n += len(to_torch_batch(convert(batch) if convert else batch)["image_id"])
-    return n
+        if first is None:
+            first = time.perf_counter() - t0
+    return n, first or 0.0
 
 
 def bench_size(name: str, data_dir: str, image_size: int, workers: int, batch: int, repeats: int) -> float:
@@ -79,27 +84,30 @@ def bench_size(name: str, data_dir: str, image_size: int, workers: int, batch: i
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True,
                         prefetch_factor=2)
 
-    def ray_epoch() -> int:
+    def ray_epoch() -> tuple[int, float]:
         return consume(split.iter_batches(batch_size=batch, batch_format="numpy", prefetch_batches=2))
 
-    def torch_epoch() -> int:
+    def torch_epoch() -> tuple[int, float]:
         return consume(loader, _as_numpy)
 
     sides = {"ray_data": ray_epoch, "dataloader": torch_epoch}
     rates: dict[str, list[float]] = {k: [] for k in sides}
+    firsts: dict[str, list[float]] = {k: [] for k in sides}
     for r in range(repeats + 1):
         for k, fn in sides.items():
             t = time.perf_counter()
-            n = fn()
+            n, first = fn()
             if n != info.num_rows["train"]:
                 raise RuntimeError(f"{k}: {n} images in an epoch, expected {info.num_rows['train']}")
             if r:  # the first round warms up worker processes and caches
                 rates[k].append(n / (time.perf_counter() - t))
+                firsts[k].append(first)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\n[{name}] {info.num_rows['train']} train images {image_size}px, batch {batch}, "
           f"{workers} worker processes / Ray CPUs, {repeats} epochs each")
     for k, v in med.items():
-        print(f"  {k:12s} {v:8.1f} images/s   (epochs: {', '.join(f'{x:.0f}' for x in rates[k])})")
+        print(f"  {k:12s} {v:8.1f} images/s, first batch after {statistics.median(firsts[k]):5.2f} s   "
+              f"(epochs: {', '.join(f'{x:.0f}' for x in rates[k])})")
     ratio = med["ray_data"] / med["dataloader"]
     print(result_line(name, ratio, 0.9))
     return ratio
@@ -111,13 +119,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers = CPUs given to Ray")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--scale", type=int, default=1, help="multiply the sets' sizes (a fixed cost per epoch shrinks)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the consumer normalises like a 1-CPU Train worker (loop.py)
     print(f"bench_input: {machine_note()}")
     start_ray(args.workers)
-    sizes = [("input_demo96", 96, 2000)] if not args.quick else [("input_demo96", 96, 300)]
+    sizes = [("input_demo96", 96, 2000 * args.scale)] if not args.quick else [("input_demo96", 96, 300)]
     if not args.quick:
-        sizes.append(("input_paper224", 224, 800))
+        sizes.append(("input_paper224", 224, 800 * args.scale))
     for name, size, n in sizes:
         bench_size(name, synth_set(size, n), size, args.workers, args.batch, 1 if args.quick else args.repeats)
 
