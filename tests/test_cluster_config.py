@@ -164,3 +164,19 @@ def test_tune_upstream_stages():
     assert upstream_stages(cfg, "fusion") == ["frl", "localize", "hint", "whole", "parts"]
     hinted = C.apply_overrides(cfg, ["whole.lambda1=0.5"])
     assert upstream_stages(hinted, "whole") == ["frl", "hint"]
+
+
+def test_a_placement_this_ray_cannot_hold_is_refused_not_waited_for(ray_local):
+    """The test Ray has 2 CPUs and no GPU: Ray would wait forever for what it cannot place."""
+    from paw_ray.errors import PawRayError
+    from paw_ray.train.cluster import check_placement_fits
+
+    for name in ("smoke", "demo"):
+        check_placement_fits(C.preset(name))
+    gpu = C.load_yaml(os.path.join(ROOT, "jobs", "single_gpu.yaml"), base=C.preset("demo"))
+    with pytest.raises(PawRayError, match=r"2 CPU\(s\) and 0 GPU\(s\).*frl: 1 Train worker\(s\) x 2 CPU \+ 1 GPU"):
+        check_placement_fits(gpu)
+    wide = C.apply_overrides(C.preset("smoke"), ["whole.num_workers=3", "whole.cpus_per_worker=1"])
+    with pytest.raises(PawRayError, match=r"whole: 3 Train worker\(s\) x 1 CPU") as e:
+        check_placement_fits(wide)
+    assert "frl" not in str(e.value), "only what does not fit is named"

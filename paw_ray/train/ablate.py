@@ -274,7 +274,7 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
            reuse: list[str] = (), log: Callable[[str], None] = print) -> dict:
     """Train every variant for seeds 0..``seeds``-1, sharing stages with each other and with the
     run directories in ``reuse``; write and return the summary."""
-    from paw_ray.train.cluster import ensure_ray
+    from paw_ray.train.cluster import check_placement_fits, ensure_ray
     from paw_ray.train.run import absolute, data_identity, resolve_data, train
 
     names = list(variants or VARIANTS)
@@ -288,7 +288,8 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
     missing = [r for r in reuse if not storage.exists(storage.join(r, MANIFEST_FILE))]
     if missing:
         raise PawRayError(f"--reuse: no run directory (manifest.json) at {', '.join(missing)}")
-    ensure_ray(cfg.ray)
+    if ensure_ray(cfg.ray):
+        check_placement_fits(cfg)
     params = {n: _params(C.apply_overrides(cfg, VARIANTS[n].overrides())) for n in names}
     machine_info = machine()
     runs: dict[str, dict[int, dict]] = {}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from paw_ray.config import RayConfig
+from paw_ray.config import Config, RayConfig
+from paw_ray.errors import PawRayError
 
-__all__ = ["ensure_ray"]
+__all__ = ["ensure_ray", "check_placement_fits"]
 
 
 def ensure_ray(rcfg: RayConfig) -> bool:
@@ -30,3 +31,34 @@ def ensure_ray(rcfg: RayConfig) -> bool:
         kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True, "dashboard_host": "127.0.0.1"}
     ray.init(address=address, **kwargs)
     return address == "local"
+
+
+def check_placement_fits(cfg: Config) -> None:
+    """Fail at once when a stage asks for more CPUs or GPUs at a time than the cluster has.
+
+    Ray would wait for them forever (a Ray Train worker group, a part task, the localizer's
+    actor pool). Call it only for a Ray this command started: on a cluster of its own an
+    autoscaler may still add the nodes.
+    """
+    import ray
+
+    from paw_ray.train.stages import TRAIN_STAGES
+
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    asks = []  # (what, CPUs, GPUs)
+    for stage in TRAIN_STAGES:
+        s = getattr(cfg, stage)
+        asks.append((f"{stage}: {s.num_workers} Train worker(s) x {s.cpus_per_worker:g} CPU"
+                     + (" + 1 GPU" if s.use_gpu else ""),
+                     s.num_workers * s.cpus_per_worker, s.num_workers if s.use_gpu else 0))
+    asks.append((f"parts: {cfg.parts.num_cpus:g} CPU + {cfg.parts.num_gpus:g} GPU per task",
+                 cfg.parts.num_cpus, cfg.parts.num_gpus))
+    lc = cfg.localize
+    asks.append((f"localize: {lc.num_actors} actor(s) x {lc.gpus_per_actor:g} GPU", 0.0,
+                 lc.num_actors * lc.gpus_per_actor))
+    too_big = [what for what, c, g in asks if c > cpus + 1e-9 or g > gpus + 1e-9]
+    if too_big:
+        raise PawRayError(f"this Ray has {cpus:g} CPU(s) and {gpus:g} GPU(s), less than "
+                          f"{'; '.join(too_big)} (Ray would wait forever). Change the placement "
+                          "(--config, --set), e.g. drop a GPU overlay on a machine without a GPU")

@@ -90,7 +90,7 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     ``only``: consider just these stages (reusing each one complete for its config, running
     the rest) and leave the others alone — how ``paw-ray tune`` makes a stage's inputs.
     """
-    from paw_ray.train.cluster import ensure_ray
+    from paw_ray.train.cluster import check_placement_fits, ensure_ray
 
     # Ray tasks and Train workers run in other folders (other nodes, a job's working dir):
     # a relative path would name a different place in each of them.
@@ -102,7 +102,8 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     if manifest.preset and manifest.preset != cfg.preset:
         raise RunDirError(f"{run_dir} holds a run of the {manifest.preset!r} preset, not {cfg.preset!r}; "
                           "use another --run-dir")
-    ensure_ray(cfg.ray)
+    if ensure_ray(cfg.ray):
+        check_placement_fits(cfg)
     data_dir, data_label = resolve_data(cfg, run_dir, log)
     identity = data_identity(data_dir)
     manifest.preset, manifest.data = cfg.preset, data_label
