@@ -9,7 +9,7 @@ with ``--steps N``, N steps per part and no cache, on a small SynthFaces set wit
 the same function, so the ratio is the fan-out's speedup; the target is 0.8 x the CPUs
 given to Ray.
 
-    python benchmarks/bench_fanout.py [--quick] [--cpus 2] [--images 600] [--epochs 3 | --steps 4]
+    python benchmarks/bench_fanout.py [--quick] [--cpus 2] [--images 600] [--epochs 3 | --steps 4] [--part-cpus 0.5]
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import os
 import tempfile
 import time
 
-from benchlib import machine_note, result_line, start_ray, synth_set
+from benchlib import machine_note, part_inputs, result_line, start_ray, synth_set
 from paw_ray import config as C
 from paw_ray.attributes import NUM_ATTRIBUTES
-from paw_ray.models.students import SNet
-from paw_ray.train.checkpoints import save_state
-from paw_ray.train.stages.localize import load_centres, run_localize
 from paw_ray.train.stages.parts import max_in_flight, run_parts, train_part
 
 
@@ -35,22 +32,20 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=600, help="SynthFaces images (80%% train)")
     ap.add_argument("--epochs", type=int, default=3, help="full epochs per part (the demo's 3)")
     ap.add_argument("--steps", type=int, default=0, help="instead of epochs: N steps per part, no crop cache")
+    ap.add_argument("--part-cpus", type=float, default=0.0, help="parts.num_cpus (default: the preset's)")
     args = ap.parse_args()
     print(f"bench_fanout: {machine_note()}")
     start_ray(args.cpus)
-    import ray
-
     cfg = C.preset("smoke" if args.quick else "demo")
     cfg.parts.source = "grid"
     cfg.max_steps = 1 if args.quick else args.steps
     cfg.parts.epochs = args.epochs
+    if args.part_cpus:
+        cfg.parts.num_cpus = args.part_cpus
     data_dir = synth_set(cfg.data.image_size, 200 if args.quick else args.images)
 
     with tempfile.TemporaryDirectory() as tmp:
-        whole = os.path.join(tmp, "whole.pt")
-        save_state(whole, SNet.from_config(cfg).state_dict())
-        centres, _ = run_localize(cfg, data_dir, os.path.join(tmp, "localize"), None)
-        centres_ref = ray.put(load_centres(centres))
+        whole, centres, centres_ref = part_inputs(cfg, data_dir, tmp)
         cfg_dict = C.to_dict(cfg)
 
         t = time.perf_counter()

@@ -15,11 +15,8 @@ import itertools
 import os
 import tempfile
 
-from benchlib import machine_note, result_line, start_ray, synth_set, time_interleaved
+from benchlib import machine_note, part_inputs, result_line, start_ray, synth_set, time_interleaved
 from paw_ray import config as C
-from paw_ray.models.students import SNet
-from paw_ray.train.checkpoints import save_state
-from paw_ray.train.stages.localize import load_centres, run_localize
 from paw_ray.train.stages.parts import train_part
 
 
@@ -31,18 +28,13 @@ def main() -> None:
     args = ap.parse_args()
     print(f"bench_parts_cache: {machine_note()}")
     start_ray(2)
-    import ray
-
     cfg = C.preset("smoke" if args.quick else "demo")
     cfg.parts.source = "grid"
     if args.quick:
         cfg.parts.epochs = 1
     data_dir = synth_set(cfg.data.image_size, 200 if args.quick else args.images)
     with tempfile.TemporaryDirectory() as tmp:
-        whole = os.path.join(tmp, "whole.pt")
-        save_state(whole, SNet.from_config(cfg).state_dict())
-        centres, _ = run_localize(cfg, data_dir, os.path.join(tmp, "localize"), None)
-        centres_ref = ray.put(load_centres(centres))
+        whole, _, centres_ref = part_inputs(cfg, data_dir, tmp)
         runs = {"streamed": 0.0, "cached": cfg.parts.cache_mb}
         count = itertools.count()
 

@@ -89,3 +89,19 @@ def synth_set(size: int, n: int, shards_per_split: int = 8) -> str:
         synthesize(n=n, size=size, seed=0, out=out, num_tasks=max(1, round(shards_per_split / 0.8)))
         print(f"[data] rendered {n} SynthFaces at {size}px into {out} in {time.time() - t0:.0f}s", flush=True)
     return out
+
+
+def part_inputs(cfg, data_dir: str, tmp: str):
+    """What a part task takes besides its config, made without an FRL: g_0's initial
+    weights (an untrained SNet) and fixed-grid centres (``cfg.parts.source`` must be
+    ``grid``). Returns (whole weights location, centres location, ObjectRef to the centres)."""
+    import ray
+
+    from paw_ray.models.students import SNet
+    from paw_ray.train.checkpoints import save_state
+    from paw_ray.train.stages.localize import load_centres, run_localize
+
+    whole = os.path.join(tmp, "whole.pt")
+    save_state(whole, SNet.from_config(cfg).state_dict())
+    centres, _ = run_localize(cfg, data_dir, os.path.join(tmp, "localize"), None)
+    return whole, centres, ray.put(load_centres(centres))

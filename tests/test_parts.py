@@ -49,3 +49,34 @@ def test_a_part_task_trains_from_memory_or_from_the_stream(ray_local, part_input
 def test_cache_budget_must_not_be_negative():
     with pytest.raises(C.ConfigError, match="parts.cache_mb"):
         C.apply_overrides(C.preset("smoke"), ["parts.cache_mb=-1"])
+
+
+def test_part_tasks_a_shrunken_cluster_cannot_fit_are_requeued(ray_local, part_inputs, tmp_path, monkeypatch):
+    """When a node dies, Ray retries its part tasks elsewhere and more may be in flight than
+    the cluster now fits: they would hold every CPU while their own data tasks wait. The
+    newest are cancelled and run again later; the stage still finishes every part."""
+    import ray
+
+    from paw_ray.train.stages import parts as P
+    from paw_ray.train.stages.localize import run_localize
+
+    cfg, data_dir, whole, _, _ = part_inputs
+    cfg = C.apply_overrides(cfg, ["parts.source=grid"])
+    run_dir = str(tmp_path / "run")
+    centres, _ = run_localize(cfg, data_dir, run_dir, None)
+    for part in range(3, 40):  # finished before: only parts 0-2 train here
+        here = part_dir(run_dir, part)
+        save_state(storage.join(here, "model.pt"), load_state(whole))
+        storage.write_json_atomic(storage.join(here, "done.json"),
+                                  {"part": part, "fingerprint": "fp", "metrics": {}, "history": [], "node_id": "n"})
+    limits = iter([3])  # three fit at first, then the cluster "shrinks" to one
+    monkeypatch.setattr(P, "max_in_flight", lambda _cfg: next(limits, 1))
+    cancelled, cancel = [], ray.cancel
+    monkeypatch.setattr(ray, "cancel", lambda ref, **kw: (cancelled.append(ref), cancel(ref, **kw))[1])
+
+    _, metrics = P.run_parts(cfg, data_dir, run_dir, "fp", whole, centres, log=lambda *_: None)
+    assert len(cancelled) == 2, "the two newest of three in flight went back to the queue"
+    assert metrics["parts_trained"] == 3 and metrics["parts_reused"] == 37
+    for part in range(3):
+        record = storage.read_json(storage.join(part_dir(run_dir, part), "done.json"))
+        assert record["fingerprint"] == "fp" and len(record["history"]) == 2, part

@@ -174,16 +174,25 @@ def run_parts(cfg, data_dir: str, run_dir: str, fingerprint: str, whole_location
         options = dict(num_cpus=cfg.parts.num_cpus, num_gpus=cfg.parts.num_gpus,
                        max_retries=cfg.parts.max_retries, retry_exceptions=False)
         cfg_dict = to_dict(cfg)
-        limit = max_in_flight(cfg)
         queue, running = list(todo), {}
         t0 = time.time()
         while queue or running:
+            limit = max_in_flight(cfg)
+            for ref in list(running)[limit:]:
+                # The cluster shrank (a node died) and Ray retries its tasks elsewhere: with
+                # more in flight than now fit, part tasks would hold every CPU while waiting
+                # for data tasks that can never start. The newest go back to the queue and
+                # resume from their own checkpoint later.
+                ray.cancel(ref, force=True)
+                queue.insert(0, running.pop(ref))
             while queue and len(running) < limit:
                 part = queue.pop(0)
                 ref = remote.options(name=f"part-{part:02d}", **options).remote(
                     part, cfg_dict, data_dir, run_dir, whole_location, centres_ref, fingerprint)
                 running[ref] = part
-            ready, _ = ray.wait(list(running), num_returns=1)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
+            if not ready:
+                continue
             part = running.pop(ready[0])
             try:
                 rec = ray.get(ready[0])
