@@ -132,7 +132,11 @@ def test_predict_images_errors_and_determinism(smoke_run, test_rows, tmp_path, c
         assert boxes.shape == (40, 4) and (boxes[:, 2:] > 0).all()
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
         assert (boxes[:, 0] + boxes[:, 2] <= w + 1e-6).all() and (boxes[:, 1] + boxes[:, 3] <= h + 1e-6).all()
-    assert preds[0]["probabilities"] == preds[-1]["probabilities"], "same image twice, same answer"
+    # Same image twice, same answer, up to float32 rounding: CPU kernels may round a row
+    # differently by its position in the batch (1 ulp; 6e-8 between rows of identical images
+    # through the cascade), which the output's 6 decimals can show as 1e-6.
+    first, last = (np.array([p["probabilities"][a] for a in ATTRIBUTES]) for p in (preds[0], preds[-1]))
+    assert np.abs(first - last).max() <= 1.5e-6, "same image twice, same answer"
     assert preds[0]["part_boxes"] == preds[-1]["part_boxes"]
     overlays = sorted(os.listdir(explain))
     assert len(overlays) == len(preds)
