@@ -35,7 +35,7 @@ from paw_ray import config as C
 from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.models.paw import PaW
 from paw_ray.train.checkpoints import save_state
-from paw_ray.train.loop import make_optimizer
+from paw_ray.train.loop import channels_last as to_channels_last, make_optimizer
 from paw_ray.train.stages.frl import build_frl_task
 from paw_ray.train.stages.paw import build_paw_task
 
@@ -80,12 +80,12 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def make_batch(cfg, batch_size: int, device: torch.device, memory_format=torch.contiguous_format) -> dict:
+def make_batch(cfg, batch_size: int, device: torch.device) -> dict:
     """A normalised image batch with labels and part centres, as ``to_torch_batch`` gives."""
     s = cfg.data.image_size
     g = torch.Generator().manual_seed(0)
     return {"image_id": [str(i) for i in range(batch_size)],
-            "image": torch.randn(batch_size, 3, s, s, generator=g).to(device).contiguous(memory_format=memory_format),
+            "image": torch.randn(batch_size, 3, s, s, generator=g).to(device),
             "labels": (torch.rand(batch_size, NUM_ATTRIBUTES, generator=g) > 0.5).float().to(device),
             "centres": torch.rand(batch_size, NUM_ATTRIBUTES, 2, generator=g).to(device)}
 
@@ -100,10 +100,12 @@ def build_step(stage: str, cfg, batch_size: int, device: torch.device, channels_
             location = os.path.join(d, "fusion.pt")
             save_state(location, PaW.from_config(cfg).state_dict())
             task = build_paw_task(stage, cfg, {"fusion": location}, device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = task.model.to(memory_format=fmt).train()
+    model = task.model.train()
+    batch = make_batch(cfg, batch_size, device)
+    if channels_last:  # as the trainers do
+        to_channels_last(model)
+        batch["image"] = to_channels_last(batch["image"])
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], getattr(cfg, stage))
-    batch = make_batch(cfg, batch_size, device, fmt)
 
     def step() -> None:
         loss, _ = task.loss(model, batch)

@@ -81,6 +81,13 @@ def channels_last(x):
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
+def _model_batch(batch: dict, stats: StreamStats, device) -> dict:
+    """A stream's numpy batch as the model takes it: tensors on ``device``, images in channels_last."""
+    b = to_torch_batch(batch, stats, device)
+    b["image"] = channels_last(b["image"])
+    return b
+
+
 def _all_reduce(t: torch.Tensor, device) -> torch.Tensor:
     """Sum the CPU tensor ``t`` across DDP workers, in place. The reduction runs on the
     workers' ``device``: NCCL (Ray Train's backend with ``use_gpu``) reduces only GPU tensors."""
@@ -210,8 +217,7 @@ def train_epoch(model, task: TrainTask, optimizer, batches, stats: StreamStats, 
     """
     loss_sum, steps = 0.0, 0
     for batch in batches:
-        b = to_torch_batch(batch, stats, device)
-        b["image"] = channels_last(b["image"])
+        b = _model_batch(batch, stats, device)
         if len(b["image_id"]) == 0:
             continue
         loss, _ = task.loss(model, b)
@@ -233,8 +239,7 @@ def validate(model, task: TrainTask, batches, device, max_steps: int = 0) -> dic
     totals = torch.zeros(3, dtype=torch.float64)  # rows, loss sum, batches
     stats = StreamStats()
     for i, batch in enumerate(batches):
-        b = to_torch_batch(batch, stats, device)
-        b["image"] = channels_last(b["image"])
+        b = _model_batch(batch, stats, device)
         if len(b["image_id"]) == 0:
             continue
         loss, logits = task.loss(model, b)
