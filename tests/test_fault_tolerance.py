@@ -1,4 +1,4 @@
-"""Faults inside a stage, for real, on the session's local Ray (``ray_local``):
+"""Faults inside a stage, for real, on the module's local Ray (``ray_local``):
 
 - a Ray Train worker process killed by its pid mid-stage: ``FailureConfig`` restarts the
   worker group, which resumes from the last reported checkpoint — the stage's recorded
@@ -7,7 +7,7 @@
   the task, which resumes from that checkpoint; the other 39 parts run once, untouched.
 
 The processes are found by their Ray process title (``ray::<task or actor name>``) among
-the children of the raylet this test process started: never another session's Ray.
+the children of the raylet this test process started: never another Ray on this machine.
 """
 
 from __future__ import annotations

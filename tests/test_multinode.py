@@ -4,7 +4,7 @@ with ``ray job submit --working-dir . -- python jobs/train.py``; then, on the ru
 that job left, cluster-scale retraining from ``parts`` on new data and a Ray Tune search.
 
 One pipeline run serves every test here (module fixture); the cluster is stopped as soon as
-the job is done, pass or fail, so the later tests run on the session's local Ray.
+the job is done, pass or fail, so the later tests run on the module's local Ray.
 """
 
 from __future__ import annotations
