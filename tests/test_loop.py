@@ -1,6 +1,7 @@
 """The training loop's cross-worker sums: the epoch's counts and the validation accuracy
 are reduced over DDP workers with gloo on CPUs and with NCCL on GPUs."""
 
+import json
 import socket
 
 import pytest
@@ -17,29 +18,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _reduce_in_group(rank: int, world: int, backend: str, port: int, device: str, results) -> None:
+def _reduce_in_group(rank: int, world: int, backend: str, port: int, device: str, out_dir: str) -> None:
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         t = torch.tensor([1.0 + rank, 10.0 * (rank + 1)], dtype=torch.float64)
         out = _all_reduce(t, torch.device(device))
-        results[rank] = (out is t, t.device.type, t.tolist())
+        with open(f"{out_dir}/rank{rank}.json", "w") as f:
+            json.dump([out is t, t.device.type, t.tolist()], f)
     finally:
         dist.destroy_process_group()
 
 
-def _run_group(world: int, backend: str, device: str) -> dict:
-    results = mp.Manager().dict()
-    mp.spawn(_reduce_in_group, args=(world, backend, _free_port(), device, results), nprocs=world)
-    return dict(results)
+def _run_group(world: int, backend: str, device: str, out_dir) -> dict:
+    """Run ``world`` fresh processes (spawned, never a fork of this one: the test process
+    may hold a Ray driver) and return each rank's [same tensor?, device, values]."""
+    mp.spawn(_reduce_in_group, args=(world, backend, _free_port(), device, str(out_dir)), nprocs=world)
+    return {rank: json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(world)}
 
 
-def test_all_reduce_sums_cpu_tensors_across_gloo_workers_in_place():
-    results = _run_group(2, "gloo", "cpu")
-    assert results == {0: (True, "cpu", [3.0, 30.0]), 1: (True, "cpu", [3.0, 30.0])}
+def test_all_reduce_sums_cpu_tensors_across_gloo_workers_in_place(tmp_path):
+    results = _run_group(2, "gloo", "cpu", tmp_path)
+    assert results == {0: [True, "cpu", [3.0, 30.0]], 1: [True, "cpu", [3.0, 30.0]]}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_all_reduce_of_cpu_tensors_with_nccl():
+def test_cuda_all_reduce_of_cpu_tensors_with_nccl(tmp_path):
     """NCCL reduces only GPU tensors; the loop's CPU counts go through the worker's GPU."""
-    results = _run_group(1, "nccl", "cuda")
-    assert results == {0: (True, "cpu", [1.0, 10.0])}
+    results = _run_group(1, "nccl", "cuda", tmp_path)
+    assert results == {0: [True, "cpu", [1.0, 10.0]]}
