@@ -2,7 +2,6 @@
 are reduced over DDP workers with gloo on CPUs and with NCCL on GPUs."""
 
 import json
-import socket
 
 import pytest
 import torch
@@ -11,11 +10,7 @@ import torch.multiprocessing as mp
 
 from paw_ray.train.loop import _all_reduce
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ray_cluster import free_port
 
 
 def _reduce_in_group(rank: int, world: int, backend: str, port: int, device: str, out_dir: str) -> None:
@@ -32,7 +27,7 @@ def _reduce_in_group(rank: int, world: int, backend: str, port: int, device: str
 def _run_group(world: int, backend: str, device: str, out_dir) -> dict:
     """Run ``world`` fresh processes (spawned, never a fork of this one: the test process
     may hold a Ray driver) and return each rank's [same tensor?, device, values]."""
-    mp.spawn(_reduce_in_group, args=(world, backend, _free_port(), device, str(out_dir)), nprocs=world)
+    mp.spawn(_reduce_in_group, args=(world, backend, free_port(), device, str(out_dir)), nprocs=world)
     return {rank: json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(world)}
 
 
