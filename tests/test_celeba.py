@@ -1,6 +1,6 @@
-"""The CelebA reader (paw_ray.data.celeba): layouts, the real files' quirks, every bad
-input with the file and line it names, --allow-partial counts, and prepare end to end on
-a real local Ray (the ``ray_local`` fixture) in both modes."""
+"""The CelebA reader (paw_ray.data.annotations, paw_ray.data.celeba): layouts, the real
+files' quirks, every bad input with the file and line it names, --allow-partial counts, and
+prepare end to end on a real local Ray (the ``ray_local`` fixture) in both modes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PIL import Image
 from celeba_fixtures import huge_jpeg, make_celeba
 from paw_ray import cli
 from paw_ray.attributes import ATTRIBUTES
+from paw_ray.data import annotations as A
 from paw_ray.data import celeba as C
 from paw_ray.data import facebox, shards
 
@@ -46,7 +47,7 @@ def test_parse_official_attr_file_with_every_quirk(tmp_path):
     # spaces before right-aligned 1s, CRLF, trailing blank lines
     assert raw.startswith(b"12\r\n5_o_Clock_Shadow ") and b"Young \r\n" in raw
     assert b"  1" in raw and raw.endswith(b"\r\n\r\n")
-    ann = C.parse_attributes(str(fx.paths["attr"]))
+    ann = A.parse_attributes(str(fx.paths["attr"]))
     assert ann.ids == fx.ids and ann.declared_rows == 12 and ann.num_rows == 12
     np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)
     assert ann.lines.tolist() == list(range(3, 15))
@@ -56,7 +57,7 @@ def test_parse_official_attr_file_with_every_quirk(tmp_path):
 def test_parse_partition_file_has_neither_count_nor_names(tmp_path):
     fx = make_celeba(tmp_path)
     assert fx.lines("partition")[0] == "000001.jpg 0"
-    ann = C.parse_partition(str(fx.paths["partition"]))
+    ann = A.parse_partition(str(fx.paths["partition"]))
     assert ann.declared_rows is None and ann.lines[0] == 1
     assert [("train", "val", "test")[v] for v in ann.values[:, 0]] == fx.splits
 
@@ -82,7 +83,7 @@ def test_lf_line_ends_tabs_and_old_mac_line_ends(tmp_path):
     assert b"\r" not in fx.paths["attr"].read_bytes()
     assert _load(fx).ids == fx.ids
     fx.paths["bbox"].write_bytes(fx.paths["bbox"].read_bytes().replace(b"\n", b"\r").replace(b"  ", b"\t"))
-    np.testing.assert_array_equal(C.parse_bboxes(str(fx.paths["bbox"])).values, fx.bboxes)
+    np.testing.assert_array_equal(A.parse_bboxes(str(fx.paths["bbox"])).values, fx.bboxes)
 
 
 def test_attribute_columns_in_another_order_are_reordered_by_name(tmp_path):
@@ -91,14 +92,14 @@ def test_attribute_columns_in_another_order_are_reordered_by_name(tmp_path):
     swap = lambda cells: [cells[0], cells[2], cells[1]] + cells[3:]  # noqa: E731
     fx.rewrite("attr", lambda ls: [",".join(swap(l.split(","))) if l else l for l in ls])
     assert fx.lines("attr")[0].startswith("image_id,Arched_Eyebrows,5_o_Clock_Shadow,") and lines != fx.lines("attr")
-    ann = C.parse_attributes(str(fx.paths["attr"]))
+    ann = A.parse_attributes(str(fx.paths["attr"]))
     np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)
 
 
 @pytest.mark.parametrize("layout", ["official", "csv"])
 def test_parse_aligned_landmarks(tmp_path, layout):
     fx = make_celeba(tmp_path, layout=layout)
-    ann = C.parse_landmarks(str(fx.paths["landmarks_align"]), aligned=True)
+    ann = A.parse_landmarks(str(fx.paths["landmarks_align"]), aligned=True)
     assert ann.ids == fx.ids and ann.values.shape == (12, 10)
     assert ann.values[0].tolist() == [69, 109, 106, 113, 77, 142, 73, 152, 108, 154]
 
@@ -151,7 +152,7 @@ def test_parse_speed_202599_rows(tmp_path):
     path = tmp_path / "list_attr_celeba.txt"
     path.write_bytes(f"{n}\r\n{ATTR_HEADER} \r\n".encode() + rows.tobytes())
     t, cpu = time.perf_counter(), time.process_time()
-    ann = C.parse_attributes(str(path))
+    ann = A.parse_attributes(str(path))
     secs, cpu = time.perf_counter() - t, time.process_time() - cpu
     print(f"parsed {n} attribute rows in {secs:.2f} s ({cpu:.2f} s CPU)")
     assert ann.values.shape == (n, 40) and ann.ids[-1] == "202599.jpg" and ann.lines[-1] == n + 2
