@@ -160,6 +160,131 @@ def test_parse_speed_202599_rows(tmp_path):
     assert cpu < 10  # ~1.3 s CPU here; generous for a loaded CI box
 
 
+# --------------------------------------------------------------------------- CSV variants that circulate
+
+
+def _attr_csv(fx, *, bom=b"", first=b"image_id", sep=b",", quote=b"", eol=b"\n", neg=b"-1", pos=b"1") -> bytes:
+    """``fx``'s attribute file as a CSV variant: its header's first cell, separator, quoting,
+    line ends, BOM and spelling of the values, byte for byte."""
+    q = lambda cell: quote + cell + quote  # noqa: E731
+    lines = [sep.join(q(c) for c in [first] + [a.encode() for a in ATTRIBUTES])]
+    for image_id, row in zip(fx.ids, fx.labels):
+        lines.append(sep.join(q(c) for c in [image_id.encode()] + [pos if v else neg for v in row]))
+    return bom + eol.join(lines) + eol
+
+
+def _with_cell(data: bytes, line: int, cell: int, value: bytes) -> bytes:
+    """The CSV ``data`` (LF, "," between cells) with cell ``cell`` (0: the id) of ``line`` set to ``value``."""
+    lines = data.split(b"\n")
+    cells = lines[line - 1].split(b",")
+    cells[cell] = value
+    lines[line - 1] = b",".join(cells)
+    return b"\n".join(lines)
+
+
+# (name, how the variant is written, bytes the file must hold)
+ATTR_CSV_VARIANTS = [
+    ("empty first cell (pandas index)", {"first": b""}, [b",5_o_Clock_Shadow,Arched_Eyebrows,", b"\n000001.jpg,"]),
+    ("id header", {"first": b"id"}, [b"id,5_o_Clock_Shadow,Arched_Eyebrows,"]),
+    ("Unnamed: 0 header", {"first": b"Unnamed: 0"}, [b"Unnamed: 0,5_o_Clock_Shadow,"]),
+    ("filename header", {"first": b"filename"}, [b"filename,5_o_Clock_Shadow,"]),
+    ("UTF-8 BOM", {"bom": b"\xef\xbb\xbf"}, [b"\xef\xbb\xbfimage_id,5_o_Clock_Shadow,"]),
+    ("CRLF", {"eol": b"\r\n"}, [b",Young\r\n000001.jpg,", b"\r\n000012.jpg,"]),
+    ("spaces after commas", {"sep": b", "}, [b"image_id, 5_o_Clock_Shadow, Arched_Eyebrows, ", b"\n000001.jpg, "]),
+    ("quoted cells", {"quote": b'"'}, [b'"image_id","5_o_Clock_Shadow","Arched_Eyebrows",', b'\n"000001.jpg","']),
+    ("0/1 values", {"neg": b"0"}, [b",0,", b",1,"]),
+    ("False/True values", {"neg": b"False", "pos": b"True"}, [b",False,", b",True,"]),
+    ("all at once", {"bom": b"\xef\xbb\xbf", "first": b"", "sep": b", ", "quote": b'"', "eol": b"\r\n",
+                     "neg": b"False", "pos": b"True"},
+     [b'\xef\xbb\xbf"", "5_o_Clock_Shadow", ', b'"Young"\r\n"000001.jpg", "', b'"False"', b'"True"']),
+]
+
+
+@pytest.mark.parametrize("name, variant, holds", ATTR_CSV_VARIANTS, ids=[v[0] for v in ATTR_CSV_VARIANTS])
+def test_attribute_csv_variants_are_read(tmp_path, name, variant, holds):
+    fx = make_celeba(tmp_path, layout="csv")
+    data = _attr_csv(fx, **variant)
+    for fragment in holds:
+        assert fragment in data, fragment
+    fx.paths["attr"].write_bytes(data)
+    ann = A.parse_attributes(str(fx.paths["attr"]))
+    assert ann.ids == fx.ids and ann.lines.tolist() == list(range(2, 14)) and not ann.problems
+    np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)  # -1/1 whatever the file's spelling
+
+
+def test_official_text_file_with_0_1_values(tmp_path):
+    fx = make_celeba(tmp_path)
+    fx.rewrite("attr", lambda ls: ls[:2] + [l.replace("-1", " 0") for l in ls[2:]])
+    assert fx.lines("attr")[2].startswith("000001.jpg ") and " 0" in fx.lines("attr")[2]
+    assert "-1" not in fx.paths["attr"].read_text()
+    np.testing.assert_array_equal(A.parse_attributes(str(fx.paths["attr"])).values, fx.labels * 2 - 1)
+
+
+PARTITION_VARIANTS = [
+    ("id header", "csv", b"id,partition\n000001.jpg,0\n000002.jpg,1\n000003.jpg,2\n"),
+    ("empty first cell, CRLF", "csv", b",partition\r\n000001.jpg,0\r\n000002.jpg,1\r\n000003.jpg,2\r\n"),
+    ("Unnamed: 0, words", "csv", b"Unnamed: 0,partition\n000001.jpg,train\n000002.jpg,val\n000003.jpg,test\n"),
+    ("BOM, quoted, CRLF, words", "csv",
+     b'\xef\xbb\xbf"image_id","partition"\r\n"000001.jpg","train"\r\n"000002.jpg","val"\r\n"000003.jpg","test"\r\n'),
+    ("spaces after commas", "csv", b"image_id, partition\n000001.jpg, 0\n000002.jpg, 1\n000003.jpg, 2\n"),
+    ("official text file, words", "txt", b"000001.jpg train\r\n000002.jpg Val\r\n000003.jpg TEST\r\n"),
+]
+
+
+@pytest.mark.parametrize("name, ext, data", PARTITION_VARIANTS, ids=[v[0] for v in PARTITION_VARIANTS])
+def test_partition_variants_are_read(tmp_path, name, ext, data):
+    path = tmp_path / f"list_eval_partition.{ext}"
+    path.write_bytes(data)
+    ann = A.parse_partition(str(path))
+    assert ann.ids == ["000001.jpg", "000002.jpg", "000003.jpg"] and ann.values[:, 0].tolist() == [0, 1, 2]
+
+
+def test_box_csv_with_an_unnamed_quoted_first_column(tmp_path):
+    path = tmp_path / "list_bbox_celeba.csv"
+    path.write_bytes(b'"Unnamed: 0","x_1","y_1","width","height"\r\n"000001.jpg","95","71","226","313"\r\n')
+    ann = A.parse_bboxes(str(path))
+    assert ann.ids == ["000001.jpg"] and ann.values.tolist() == [[95, 71, 226, 313]]
+
+
+def test_csv_edition_with_the_empty_first_cell_and_id_headers_prepares_its_rows(tmp_path):
+    """The two files seen refused in issue 15: pandas' attribute CSV, an ``id,partition`` file."""
+    fx = make_celeba(tmp_path, layout="csv", wild_images=True)
+    fx.set_line("attr", 1, "," + ",".join(ATTRIBUTES))
+    fx.set_line("partition", 1, "id,partition")
+    assert fx.paths["attr"].read_bytes().startswith(b",5_o_Clock_Shadow,")
+    assert fx.paths["partition"].read_bytes().startswith(b"id,partition\r\n000001.jpg,0\r\n")
+    plan = _load(fx)
+    assert plan.ids == fx.ids and list(plan.splits) == fx.splits
+    np.testing.assert_array_equal(plan.labels, fx.labels)
+
+
+# (name, file bytes, line named, message pattern): anything else is still refused
+CSV_REFUSED = [
+    ("-1 and 0 mixed", "attr", lambda fx: _with_cell(_attr_csv(fx), 5, 1, b"0"), 5,
+     r"000004.jpg: 5_o_Clock_Shadow is 0; must be -1 or 1, as on line 2"),
+    ("0/1 with a -1", "attr", lambda fx: _with_cell(_attr_csv(fx, neg=b"0"), 4, 1, b"-1"), 4,
+     r"000003.jpg: 5_o_Clock_Shadow is -1; must be 0 or 1, as on line 2"),
+    ("a word that is not a value", "attr", lambda fx: _with_cell(_attr_csv(fx), 3, 1, b"yes"), 3,
+     r"value 1 \(5_o_Clock_Shadow\) 'yes' is not an integer \(values may be -1/1, 0/1 or False/True\)"),
+    ("quotes that do not close", "attr", lambda fx: _attr_csv(fx, quote=b'"').replace(b'"000006.jpg"', b'"000006.jpg'),
+     7, r'"000006.jpg: the quotes of this line do not parse \(\S'),
+    ("partition word not a split", "partition",
+     lambda fx: b"image_id,partition\r\n000001.jpg,train\r\n000002.jpg,validation\r\n", 3,
+     r"'validation' is not an integer \(values may be 0/1/2 or train/val/test\)"),
+    ("id header with another column", "partition", lambda fx: b"id,split\r\n000001.jpg,0\r\n", 1,
+     r"column names of list_eval_partition \(partition\).*missing \['partition'\]; unknown \['split'\]"),
+    ("an extra attribute column", "attr", lambda fx: _attr_csv(fx, first=b"image_id,Extra"), 1,
+     r"found 42 column names; unknown \['image_id', 'Extra'\]"),
+]
+
+
+@pytest.mark.parametrize("name, kind, data, line, pattern", CSV_REFUSED, ids=[v[0] for v in CSV_REFUSED])
+def test_csv_that_is_none_of_the_variants_is_refused_with_file_and_line(tmp_path, name, kind, data, line, pattern):
+    fx = make_celeba(tmp_path, layout="csv")
+    fx.paths[kind].write_bytes(data(fx))
+    _raises_at(lambda: _load(fx, aligned=True), fx.paths[kind], line, pattern)
+
+
 # --------------------------------------------------------------------------- bad input, strict
 
 
