@@ -111,12 +111,15 @@ def test_predict_bad_images_are_named_and_the_good_ones_predicted(tmp_path, caps
 # --------------------------------------------------------------------------- shards
 
 
-def _data_set(root) -> str:
-    """A valid three-split data set of 4 tiny rows per split."""
+def _data_set(root, empty: tuple[str, ...] = ()) -> str:
+    """A valid data set of 4 tiny rows per split (no shards and no rows in the splits ``empty``)."""
     out = str(root)
     img = _jpeg(Image.new("RGB", (16, 16), (90, 90, 90)))
     files, counts = {}, {}
     for split in shards.SPLITS:
+        if split in empty:
+            files[split], counts[split] = [], 0
+            continue
         rows = {"image_id": [f"{split}-{i}" for i in range(4)], "split": [split] * 4, "image": [img] * 4,
                 "labels": [[i % 2] * NUM_ATTRIBUTES for i in range(4)], "face_box": [[0, 0, 16, 16]] * 4}
         files[split] = [shards.write_shard(shards.rows_to_table(rows), out, split, 0)]
@@ -176,6 +179,26 @@ def test_bad_shards_are_refused_naming_the_file(tmp_path, name, fault, pattern):
     with pytest.raises(shards.ShardError, match=pattern) as e:
         shards.check_data(data)
     assert where in str(e.value)
+
+
+@pytest.mark.parametrize("empty, named", [(("val",), "split 'val' has"), (("val", "test"), "splits 'val' and 'test' have")])
+def test_train_with_an_empty_split_exits_2_before_starting_ray(tmp_path, capsys, monkeypatch, empty, named):
+    """Placed before this module's first ``ray_local`` test: no Ray runs yet, and none may start."""
+    import ray
+
+    from paw_ray.train import cluster
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("train started Ray before it checked the splits")
+
+    assert not ray.is_initialized()
+    monkeypatch.setattr(cluster, "ensure_ray", no_ray)
+    data = _data_set(tmp_path / "data", empty=empty)
+    run = tmp_path / "run"
+    rc, err = run_cli(capsys, "train", "--preset", "smoke", "--data", data, "--run-dir", str(run))
+    assert rc == 2 and f"{data}/dataset.json: {named} no rows" in err, err
+    assert "list_eval_partition" in err and "--split-fraction 0.8,0.1,0.1" in err
+    assert not ray.is_initialized() and not run.exists()
 
 
 def test_train_on_bad_shards_exits_2_before_touching_the_run(ray_local, tmp_path, capsys):

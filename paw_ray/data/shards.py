@@ -54,6 +54,7 @@ __all__ = [
     "shard_files",
     "rows_to_table",
     "label_positive_rate",
+    "check_splits",
     "check_data",
 ]
 
@@ -213,6 +214,25 @@ def label_positive_rate(data_dir: str, split: str = "train") -> np.ndarray:
     if count == 0:
         raise ShardError(f"{data_dir}: split {split!r} has no rows")
     return total / count
+
+
+def check_splits(data_dir: str, info: DatasetInfo | None = None) -> DatasetInfo:
+    """Refuse a data set with an empty split: a run trains on train, validates each stage
+    on val and reports on test. Reads ``dataset.json`` alone (unless given ``info``), so
+    ``train`` calls it before it starts Ray or any stage."""
+    info = info or read_info(data_dir)
+    empty = [s for s in SPLITS if not info.num_rows.get(s)]
+    if empty:
+        counts = ", ".join(f"{s} {info.num_rows.get(s, 0)}" for s in SPLITS)
+        which = f"split {empty[0]!r} has" if len(empty) == 1 else f"splits {' and '.join(map(repr, empty))} have"
+        raise ShardError(
+            f"{storage.join(data_dir, DATASET_INFO_FILE)}: {which} no rows ({counts}); a run needs train, val and "
+            "test rows. Prepare the data again with `paw-ray prepare-celeba`, either with CelebA's partition file "
+            "(Eval/list_eval_partition.txt; its first 162,770 images are all train, so a --limit must go past "
+            "them) or, for a data set that comes without one, with --split-fraction 0.8,0.1,0.1 (a split by "
+            "image id)"
+        )
+    return info
 
 
 def check_data(data_dir: str) -> DatasetInfo:

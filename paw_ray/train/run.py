@@ -98,6 +98,7 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     if cfg.data.path:
         cfg = copy.deepcopy(cfg)
         cfg.data.path = absolute(cfg.data.path)
+        shards.check_splits(cfg.data.path)  # an empty split: refused now, not after Ray and a stage started
     manifest = Manifest.load_or_create(run_dir)
     if manifest.preset and manifest.preset != cfg.preset:
         raise RunDirError(f"{run_dir} holds a run of the {manifest.preset!r} preset, not {cfg.preset!r}; "
