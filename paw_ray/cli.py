@@ -44,7 +44,7 @@ def _cmd_prepare_celeba(args: argparse.Namespace) -> int:
 
     info = prepare_celeba(root=args.root, out=args.out, aligned=args.aligned,
                           allow_partial=args.allow_partial, image_size=args.size,
-                          margin=args.margin, limit=args.limit)
+                          margin=args.margin, limit=args.limit, split_fraction=args.split_fraction)
     print(json.dumps({"out": args.out, "num_rows": info.num_rows, "image_size": info.image_size}))
     return 0
 
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=0.0,
                    help="extra face-box margin as a share of its side (default 0)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    p.add_argument("--split-fraction", metavar="TRAIN,VAL,TEST",
+                   help="split by image id in these shares, e.g. 0.8,0.1,0.1, instead of CelebA's partition "
+                        "file (for a data set without one); recorded in dataset.json")
     p.set_defaults(func=_cmd_prepare_celeba)
 
     p = sub.add_parser("models", help="parameter counts and output shapes of every network")

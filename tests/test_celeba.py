@@ -5,6 +5,7 @@ prepare end to end on a real local Ray (the ``ray_local`` fixture) in both modes
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import numpy as np
@@ -113,6 +114,7 @@ def test_missing_files_are_listed_with_the_places_looked_in(tmp_path):
         C.find_files(str(fx.root))
     msg = str(e.value)
     assert str(fx.root) in msg and "Eval/list_eval_partition.txt" in msg and "list_eval_partition.csv" in msg
+    assert "without one, --split-fraction 0.8,0.1,0.1 splits by image id" in msg
     assert "Anno/list_bbox_celeba.txt" in msg and "Anno/list_landmarks_celeba.txt" in msg
     assert "list_attr" not in msg  # it was found
     with pytest.raises(C.CelebAError, match="does not exist"):
@@ -493,8 +495,13 @@ def test_prepare_in_the_wild_end_to_end(ray_local, tmp_path):
 def test_prepare_aligned_csv_edition_with_limit_and_rerun(ray_local, tmp_path):
     fx = make_celeba(tmp_path / "kaggle", layout="csv", gray=(1,), cmyk=(2,))
     out = tmp_path / "out"
-    info = C.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=24, limit=10, chunk_size=3)
+    said = []
+    info = C.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=24, limit=10, chunk_size=3,
+                            progress=said.append)
     assert info.name == "celeba-aligned" and info.source["aligned"]
+    assert info.num_rows == {"train": 8, "val": 2, "test": 0}  # the first 10 images: no test rows
+    assert said[-1].startswith(f"warning: {out / 'dataset.json'}: split 'test' has no rows (train 8, val 2, test 0)")
+    assert "--split-fraction" in said[-1]
     assert info.source["files"]["images"].endswith("img_align_celeba/img_align_celeba")
     assert sum(info.num_rows.values()) == 10 and len(info.files["train"]) == 3
     _, rows = _read_rows(out)
@@ -593,6 +600,69 @@ def test_shard_write_failure_is_an_error_naming_the_folder(ray_local, tmp_path):
     _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out), image_size=16), out / "train", None,
                      "writing shard 0 failed")
     assert not (out / "dataset.json").exists()
+
+
+# --------------------------------------------------------------------------- --split-fraction
+
+
+def test_split_by_id_depends_on_the_id_alone():
+    ids = [f"{i:06d}.jpg" for i in range(1, 2001)]
+    splits = dict(zip(ids, C.split_by_id(ids, (0.8, 0.1, 0.1))))
+    # pinned: a data set prepared today is split the same way by any later version
+    assert [splits[s] for s in ids[:12]] == ["train"] * 7 + ["val"] + ["train"] * 3 + ["val"]
+    counts = {s: list(splits.values()).count(s) for s in shards.SPLITS}
+    assert counts == {"train": 1630, "val": 180, "test": 190}  # every split, in about its share
+    shuffled = list(np.random.default_rng(0).permutation(ids))
+    assert dict(zip(shuffled, C.split_by_id(shuffled, (0.8, 0.1, 0.1)))) == splits  # row order: no matter
+    some = ids[::7]
+    assert dict(zip(some, C.split_by_id(some, (0.8, 0.1, 0.1)))) == {s: splits[s] for s in some}  # nor other images
+    assert set(C.split_by_id(ids, (0.5, 0.25, 0.25))) == set(shards.SPLITS)
+
+
+def test_split_fraction_replaces_the_partition_file_whatever_the_row_order(tmp_path):
+    fx = make_celeba(tmp_path, n=40, layout="csv")
+    fx.paths["partition"].unlink()
+    with pytest.raises(C.CelebAError, match="the partition file"):
+        C.find_files(str(fx.root), aligned=True)
+    plan = C.load_annotations(C.find_files(str(fx.root), aligned=True, need_partition=False),
+                              split_fraction=(0.8, 0.1, 0.1))
+    assert plan.ids == fx.ids and list(plan.splits) == list(C.split_by_id(fx.ids, (0.8, 0.1, 0.1)))
+    assert {s: list(plan.splits).count(s) for s in shards.SPLITS} == {"train": 33, "val": 5, "test": 2}
+    fx.rewrite("attr", lambda ls: ls[:1] + [l for l in ls[1:] if l][::-1])  # the same rows, last first
+    assert fx.lines("attr")[1].startswith("000040.jpg,")
+    reordered = C.load_annotations(C.find_files(str(fx.root), aligned=True, need_partition=False),
+                                   split_fraction=(0.8, 0.1, 0.1))
+    assert dict(zip(reordered.ids, reordered.splits)) == dict(zip(plan.ids, plan.splits))
+
+
+def test_prepare_with_split_fraction_records_it_in_dataset_json(ray_local, tmp_path):
+    fx = make_celeba(tmp_path / "celeba", n=40, layout="csv")  # its partition file is there, and not read
+    out = tmp_path / "out"
+    said = []
+    info = C.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=8, split_fraction="0.8,0.1,0.1",
+                            progress=said.append)
+    assert f"--split-fraction: splitting by image id; {fx.paths['partition']} is not read" in said
+    assert info.num_rows == {"train": 33, "val": 5, "test": 2}
+    recorded = json.loads((out / "dataset.json").read_text())["source"]
+    assert recorded["split"] == {"by": "image id", "split_fraction": {"train": 0.8, "val": 0.1, "test": 0.1},
+                                 "rule": C.SPLIT_RULE}
+    assert recorded["files"]["partition"] is None
+    _, rows = _read_rows(out)
+    expected = dict(zip(fx.ids, C.split_by_id(fx.ids, (0.8, 0.1, 0.1))))
+    assert {s: r["split"] for s, r in rows.items()} == expected
+    assert not any(m.startswith("warning:") for m in said)
+    official = C.prepare_celeba(str(fx.root), str(tmp_path / "official"), aligned=True, image_size=8)
+    assert official.source["split"] == {"by": "partition file"}
+    assert official.source["files"]["partition"] == str(fx.paths["partition"])
+
+
+@pytest.mark.parametrize("value", ["0.8,0.2", "0.8,0.1,0.2", "0.9,0.1,0", "0.8,0.1,-0.1,0.2", "a,b,c", "nan,0.5,0.5"])
+def test_bad_split_fraction_exits_2_naming_it(tmp_path, capsys, value):
+    fx = make_celeba(tmp_path / "celeba", n=3)
+    rc = cli.main(["prepare-celeba", "--root", str(fx.root), "--out", str(tmp_path / "out"), "--split-fraction", value])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--split-fraction {value}: expected three shares train,val,test" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_relative_paths_are_made_absolute_for_the_tasks(ray_local, tmp_path, monkeypatch):

@@ -16,6 +16,9 @@ Layouts (``find_files``; each file is looked for in this order, the first found 
 
 Required: the attribute and partition files, and the image folder; in the wild also a
 box source: ``list_bbox_celeba`` and/or ``list_landmarks_celeba`` (both when present).
+With ``split_fraction`` (``--split-fraction 0.8,0.1,0.1``) no partition file is needed
+(one there is not read): each image's split follows from its id alone (``split_by_id``),
+and ``dataset.json`` records the shares and the rule (``source["split"]``).
 
 The annotation files are read by ``paw_ray.data.annotations`` (the real files' quirks
 and the CSV variants that circulate); here they are cross-checked.
@@ -55,6 +58,7 @@ written last.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -79,7 +83,10 @@ __all__ = [
     "Plan",
     "MAX_IMAGE_PIXELS",
     "JPEG_QUALITY",
+    "SPLIT_RULE",
     "find_files",
+    "split_shares",
+    "split_by_id",
     "load_annotations",
     "prepare_celeba",
 ]
@@ -115,7 +122,7 @@ class CelebAFiles:
     root: str
     aligned: bool
     attr: str
-    partition: str
+    partition: str | None
     bbox: str | None
     landmarks: str | None
     image_dirs: list[str]  # candidate image folders that exist, in order of preference
@@ -141,9 +148,10 @@ def _is_file(location: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def find_files(root: str, aligned: bool = False) -> CelebAFiles:
+def find_files(root: str, aligned: bool = False, *, need_partition: bool = True) -> CelebAFiles:
     """Locate CelebA's files under ``root`` (official tree, flat, or CSV edition); a
-    ``CelebAError`` lists, for every required file not found, the places looked in."""
+    ``CelebAError`` lists, for every required file not found, the places looked in.
+    ``need_partition=False``: the partition file may be missing (a split by image id)."""
     if not storage.exists(root):
         raise CelebAError(f"{root}: CelebA folder does not exist")
     if not _is_dir(root):
@@ -151,7 +159,7 @@ def find_files(root: str, aligned: bool = False) -> CelebAFiles:
     found: dict[str, str | None] = {}
     for key, rels in _FILE_CANDIDATES.items():
         found[key] = next((storage.join(root, r) for r in rels if _is_file(storage.join(root, r))), None)
-    missing = [k for k in ("attr", "partition") if found[k] is None]
+    missing = [k for k in (("attr", "partition") if need_partition else ("attr",)) if found[k] is None]
     if not aligned and found["bbox"] is None and found["landmarks"] is None:
         missing.append("bbox or landmarks")
     dirs = [storage.join(root, d) if d != "." else root for d in _IMAGE_DIRS[aligned]]
@@ -161,7 +169,8 @@ def find_files(root: str, aligned: bool = False) -> CelebAFiles:
         for k in missing:
             keys = ["bbox", "landmarks"] if k == "bbox or landmarks" else [k]
             rels = [r for kk in keys for r in _FILE_CANDIDATES[kk]]
-            what = {"attr": "the attribute file", "partition": "the partition file",
+            what = {"attr": "the attribute file",
+                    "partition": "the partition file (without one, --split-fraction 0.8,0.1,0.1 splits by image id)",
                     "bbox or landmarks": "a face-box source (in-the-wild mode needs the boxes or the in-the-wild landmarks)"}[k]
             lines.append(f"  {what}: looked for {', '.join(rels)}")
         raise CelebAError(f"{root}: CelebA files not found:\n" + "\n".join(lines))
@@ -200,6 +209,35 @@ def _choose_image_dir(files: CelebAFiles, ids: list[str]) -> tuple[str, set[str]
                       f"{files.attr} (looked in {', '.join(looked)}){hint}")
 
 
+# --------------------------------------------------------------------------- split by image id
+
+SPLIT_RULE = ("the first 8 bytes of the SHA-256 of the image id, over 2**64: below the train share -> train, "
+              "below train + val -> val, else test")
+
+
+def split_shares(value) -> tuple[float, float, float]:
+    """The train, val and test shares of ``--split-fraction`` (``"0.8,0.1,0.1"`` or three
+    numbers): each above 0, together 1; anything else is a ``CelebAError``."""
+    text = value if isinstance(value, str) else ",".join(str(v) for v in value)
+    try:
+        shares = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        shares = ()
+    if len(shares) != 3 or not all(0 < v < 1 for v in shares) or abs(sum(shares) - 1) > 1e-6:
+        raise CelebAError(f"--split-fraction {text}: expected three shares train,val,test, each above 0 "
+                          "and together 1, like 0.8,0.1,0.1")
+    return shares
+
+
+def split_by_id(ids: list[str], shares: tuple[float, float, float]) -> np.ndarray:
+    """Each image's split from its id alone (``SPLIT_RULE``): the same id lands in the same
+    split whatever the order of the rows and whichever other images are kept or dropped."""
+    u = np.fromiter((int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big") for s in ids),
+                    dtype=np.float64, count=len(ids)) / 2.0**64
+    bounds = np.cumsum(shares[:2])
+    return np.asarray(shards.SPLITS, dtype=object)[np.searchsorted(bounds, u, side="right")]
+
+
 # --------------------------------------------------------------------------- cross-checks
 
 
@@ -236,10 +274,13 @@ class Plan:
     warnings: list[str]
 
 
-def load_annotations(files: CelebAFiles, *, allow_partial: bool = False, limit: int = 0) -> Plan:
+def load_annotations(files: CelebAFiles, *, allow_partial: bool = False, limit: int = 0,
+                     split_fraction: tuple[float, float, float] | None = None) -> Plan:
     """Parse the annotation files ``files`` names and keep the images consistent across
     all of them. Strict (default): the first problem raises ``CelebAError``. With
-    ``allow_partial`` inconsistent images are dropped and counted by reason.
+    ``allow_partial`` inconsistent images are dropped and counted by reason. With
+    ``split_fraction`` (checked shares, ``split_shares``) the split is by image id and the
+    partition file is not read.
 
     ``limit`` > 0 keeps the first ``limit`` data rows of the attribute file; then only
     problems that touch those images count (ids of other files beyond them are not
@@ -263,7 +304,7 @@ def load_annotations(files: CelebAFiles, *, allow_partial: bool = False, limit: 
             if p.image_id:
                 counted.add(p.image_id)
 
-    others = [("partition", files.partition)]
+    others = [] if split_fraction else [("partition", files.partition)]
     if not files.aligned:
         others += [(k, p) for k, p in (("bbox", files.bbox), ("landmarks", files.landmarks)) if p]
     per_file: dict[str, tuple[Annotation, dict[str, int]]] = {}
@@ -310,8 +351,11 @@ def load_annotations(files: CelebAFiles, *, allow_partial: bool = False, limit: 
         r = np.fromiter((index[s] for s in ids), dtype=np.int64, count=len(ids))
         return ann.values[r], ann.lines[r]
 
-    part, _ = take("partition")
-    splits = np.asarray(shards.SPLITS, dtype=object)[part[:, 0]] if len(ids) else np.zeros(0, dtype=object)
+    if split_fraction:
+        splits = split_by_id(ids, split_fraction)
+    else:
+        part, _ = take("partition")
+        splits = np.asarray(shards.SPLITS, dtype=object)[part[:, 0]] if len(ids) else np.zeros(0, dtype=object)
     bbox, bbox_lines = take("bbox")
     lms, lm_lines = take("landmarks")
     return Plan(files=files, ids=ids, splits=splits, labels=labels, attr_lines=attr.lines[rows],
@@ -580,13 +624,16 @@ def _run_chunks(specs: list[dict], *, strict: bool, drops: _Drops, total: int,
 
 def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bool = False,
                    image_size: int = 224, margin: float = 0.0, limit: int = 0, *,
-                   chunk_size: int = DEFAULT_CHUNK_SIZE, progress=None) -> shards.DatasetInfo:
+                   split_fraction: str | tuple[float, ...] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   progress=None) -> shards.DatasetInfo:
     """Convert CelebA under ``root`` into shards under ``out`` (see the module docstring).
 
     ``aligned`` uses ``img_align_celeba`` as it is; otherwise the in-the-wild face box
     is cut (``facebox``) with ``margin``. ``allow_partial`` drops inconsistent rows and
     counts them instead of raising ``CelebAError``. ``limit`` > 0 keeps the first
-    ``limit`` images of the attribute file. ``chunk_size`` images per Ray task and shard.
+    ``limit`` images of the attribute file. ``split_fraction`` (``"0.8,0.1,0.1"`` or three
+    shares, see ``split_shares``) splits by image id instead of the partition file.
+    ``chunk_size`` images per Ray task and shard.
     ``progress(line)`` receives the progress lines (default: printed to stderr).
     Returns the ``DatasetInfo`` written to ``out/dataset.json``."""
     _say = progress or _print_progress
@@ -598,13 +645,16 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
         raise CelebAError(f"limit must be 0 (all) or a positive number of images, got {limit!r}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise CelebAError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    shares = None if split_fraction is None else split_shares(split_fraction)
     strict = not allow_partial
     # Tasks on other nodes resolve paths against their own working folder: make local ones absolute.
     root = storage.local_path(root) if storage.is_local(root) else root
     out = storage.local_path(out) if storage.is_local(out) else out
     t0 = time.perf_counter()
-    files = find_files(root, aligned)
-    plan = load_annotations(files, allow_partial=allow_partial, limit=limit)
+    files = find_files(root, aligned, need_partition=shares is None)
+    if shares and files.partition:
+        _say(f"--split-fraction: splitting by image id; {files.partition} is not read")
+    plan = load_annotations(files, allow_partial=allow_partial, limit=limit, split_fraction=shares)
     for w in plan.warnings:
         _say(f"warning: {w}")
     if not plan.ids:
@@ -644,8 +694,10 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
     source = {
         "root": root, "aligned": aligned, "margin": float(margin), "allow_partial": allow_partial, "limit": limit,
         "layout": files.layout,
-        "files": {"attr": files.attr, "partition": files.partition, "bbox": files.bbox,
+        "files": {"attr": files.attr, "partition": None if shares else files.partition, "bbox": files.bbox,
                   "landmarks": files.landmarks, "images": images_dir},
+        "split": ({"by": "image id", "split_fraction": dict(zip(shards.SPLITS, shares)), "rule": SPLIT_RULE}
+                  if shares else {"by": "partition file"}),
         "dropped": dict(plan.dropped.counts), "dropped_total": plan.dropped.total,
         "dropped_examples": dict(plan.dropped.examples), "warnings": list(plan.warnings),
         "box_source": dict(sources),
@@ -666,6 +718,10 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
     if plan.dropped.total:
         _say(f"dropped {plan.dropped.total} rows: "
              + "; ".join(f"{n} x {k}" for k, n in plan.dropped.counts.most_common()))
+    try:
+        shards.check_splits(out, info)
+    except shards.ShardError as e:  # written all the same: the rows are good, only train refuses them
+        _say(f"warning: {e}")
     return info
 
 
