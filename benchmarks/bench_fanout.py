@@ -63,7 +63,7 @@ def main() -> None:
           f"({cfg.parts.num_cpus} CPU per task, {in_flight} in flight on {args.cpus} Ray CPUs)")
     print(f"  one after another in one process {sequential:8.1f} s")
     print(f"  Ray tasks (run_parts)            {parallel:8.1f} s   speedup {sequential / parallel:.2f}x")
-    print(result_line("parts_fanout", sequential / parallel, 0.8 * args.cpus))
+    print(result_line("part_fanout", sequential / parallel, 0.8 * args.cpus))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,15 @@
 """Input pipeline: images/s of the Ray Data training stream against a plain PyTorch
 ``DataLoader`` with the same number of worker processes, on the same Parquet shards.
 
-Ray side: the project's own ``image_stream(train=True)`` (read, decode, resize, flip,
-uint8 CHW batches), split with ``streaming_split`` and iterated with
-``iter_batches(batch_format="numpy", prefetch_batches=2)`` + ``to_torch_batch`` (the
-normalisation), exactly as ``paw_ray.train.loop`` does on a Train worker; Ray is given
-``--workers`` CPUs.
+Ray side: the project's own ``image_stream(shuffle=True)`` (read, decode, resize, uint8
+CHW batches), split with ``streaming_split`` and iterated with
+``iter_batches(batch_format="numpy", prefetch_batches=2)`` + ``model_batch`` (flip and
+normalisation), as a Train worker's streamed epoch does; Ray is given ``--workers`` CPUs.
 
 Baseline: ``torch.utils.data.DataLoader(num_workers=--workers)`` over an
 ``IterableDataset`` whose workers read their own shard files with pyarrow and run the
 same ``decode_batch`` on each slice of ``--batch`` rows; the uint8 tensors come back
-through shared memory and the main process runs the same ``to_torch_batch``. Per-image
+through shared memory and the main process runs the same ``model_batch``. Per-image
 work is identical on both sides, so the ratio measures the pipeline machinery: block
 scheduling, object store, batching and prefetching against DataLoader's workers.
 
@@ -34,7 +33,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from benchlib import machine_note, result_line, start_ray, synth_set
 from paw_ray.data import shards
-from paw_ray.data.pipeline import decode_batch, image_stream, to_torch_batch
+from paw_ray.data.batches import model_batch
+from paw_ray.data.pipeline import decode_batch, image_stream
 
 
 class ShardBatches(IterableDataset):
@@ -52,14 +52,13 @@ class ShardBatches(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         order = np.random.default_rng(self.seed).permutation(len(self.files))
         for i in order[wid::nw]:
-            table = pq.read_table(self.files[i], columns=["image_id", "image", "labels", "part_boxes_gt"])
+            table = pq.read_table(self.files[i], columns=["image_id", "image", "labels"])
             for lo in range(0, table.num_rows, self.batch_size):
-                yield decode_batch(table.slice(lo, self.batch_size), image_size=self.image_size,
-                                   train=True, seed=self.seed, epoch=0)
+                yield decode_batch(table.slice(lo, self.batch_size), image_size=self.image_size)
 
 
 def _as_numpy(batch: dict) -> dict:
-    """DataLoader hands tensors back (shared memory); ``to_torch_batch`` takes numpy views."""
+    """DataLoader hands tensors back (shared memory); the stream hands numpy: the same to ``model_batch``."""
     return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()}
 
 
@@ -68,7 +67,7 @@ def consume(batches, convert=None) -> tuple[int, float]:
     seconds until the first batch was ready."""
     n, t0, first = 0, time.perf_counter(), None
     for batch in batches:
-        n += len(to_torch_batch(convert(batch) if convert else batch)["image_id"])
+        n += len(model_batch(convert(batch) if convert else batch, "cpu", flip_seed=0)["image_id"])
         if first is None:
             first = time.perf_counter() - t0
     return n, first or 0.0
@@ -78,7 +77,7 @@ def bench_size(name: str, data_dir: str, image_size: int, workers: int, batch: i
     """Images/s of both sides at one image size; prints the RESULT line, returns the ratio."""
     info = shards.read_info(data_dir)
     files = shards.shard_files(data_dir, info, "train")
-    ds = image_stream(data_dir, "train", image_size, train=True, seed=0)
+    ds = image_stream(data_dir, "train", image_size, shuffle=True, seed=0)
     split = ds.streaming_split(1, equal=True)[0]
     dataset = ShardBatches(files, image_size, batch)
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True,

@@ -21,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # name -> (script, extra arguments in a full run); every script takes --quick
 BENCHMARKS = {
+    "stage": ("bench_stage.py", []),
     "input": ("bench_input.py", []),
     "fanout": ("bench_fanout.py", []),
     "parts_cache": ("bench_parts_cache.py", []),

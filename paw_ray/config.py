@@ -68,6 +68,9 @@ class DataConfig:
     synth_seed: int = 0
     synth_label_noise: float = 0.0
     op_cpus: float = _resource(0.25)  # CPUs per Ray Data read/map task (fractional leaves room for trainers)
+    # per Ray Train worker: keep its decoded shard after the first epoch when it fits (MiB;
+    # -1: automatic, from the worker's free GPU or host memory; 0: stream every epoch)
+    cache_mb: float = _resource(-1.0)
 
 
 @dataclass
@@ -81,6 +84,7 @@ class StageConfig:
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"  # "cosine" (anneal to 0 over the epochs) | "constant"
     optimizer: str = "sgd"  # "sgd" (paper: momentum, weight decay) | "adamw" (small CPU presets)
+    precision: str = "fp32"  # "fp32" | "bf16": autocast to bfloat16 on CUDA workers (CPU workers stay fp32)
     num_workers: int = _resource(1)  # Ray Train workers (DDP)
     use_gpu: bool = _resource(False)
     cpus_per_worker: float = _resource(1.0)
@@ -122,7 +126,9 @@ class PartsConfig(StageConfig):
     num_cpus: float = _resource(1.0)  # per part task
     num_gpus: float = _resource(0.0)  # per part task; fractional shares a GPU
     max_retries: int = _resource(3)
-    cache_mb: float = _resource(512.0)  # per part task: hold its crops in memory when they fit (0: stream)
+    # per part task: keep its crops in memory within this budget, beyond it on local disk
+    # (MiB; -1: automatic, from the node's memory; 0: stream every epoch)
+    cache_mb: float = _resource(-1.0)
 
 
 @dataclass
@@ -396,11 +402,14 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.weight_decay: must be >= 0")
         if s.optimizer not in ("sgd", "adamw"):
             problems.append(f"{name}.optimizer: {s.optimizer!r} is not one of sgd, adamw")
+        if s.precision not in ("fp32", "bf16"):
+            problems.append(f"{name}.precision: {s.precision!r} is not one of fp32, bf16")
         if s.lr_schedule not in ("cosine", "constant"):
             problems.append(f"{name}.lr_schedule: {s.lr_schedule!r} is not one of cosine, constant")
     if cfg.parts.num_cpus <= 0 and cfg.parts.num_gpus <= 0:
         problems.append("parts.num_cpus: a part task needs CPUs or GPUs")
-    if cfg.parts.cache_mb < 0:
-        problems.append("parts.cache_mb: must be >= 0 (0: always stream)")
+    for name in ("data", "parts"):
+        if getattr(cfg, name).cache_mb < 0 and getattr(cfg, name).cache_mb != -1:
+            problems.append(f"{name}.cache_mb: must be -1 (automatic), 0 (always stream) or a budget in MiB")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

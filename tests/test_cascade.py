@@ -9,7 +9,7 @@ import torch
 
 from paw_ray import config as C
 from paw_ray.attributes import ATTRIBUTES
-from paw_ray.data.pipeline import to_torch_batch
+from paw_ray.data.batches import model_batch
 from paw_ray.models.cascade import Cascade, gather_windows
 from paw_ray.models.frl import FRL
 from paw_ray.models.parts import crop_windows, grid_centres, part_centres, part_windows
@@ -47,8 +47,8 @@ def test_cascade_equals_the_training_path(smoke_cfg):
     """normalise -> FRL heatmaps -> part_centres -> PaW.forward, exactly."""
     cascade = _cascade(smoke_cfg)
     images = _images(5, smoke_cfg.data.image_size)
-    x = to_torch_batch({"image_id": np.arange(5), "image": images.numpy(), "labels": np.zeros((5, 40)),
-                        "ok": np.ones(5, bool)})["image"]
+    x = model_batch({"image_id": np.arange(5), "image": images.numpy(), "labels": np.zeros((5, 40)),
+                     "ok": np.ones(5, bool)}, "cpu")["image"].contiguous()  # the values; training's layout is channels_last
     with torch.no_grad():
         out = cascade.run(images)
         heat = cascade.frl.heatmaps(x)

@@ -1,5 +1,7 @@
-"""A part task (stage ``parts``) trains on its own crops, held in memory when they fit
-``parts.cache_mb`` and streamed every epoch when not; both paths see every row each epoch."""
+"""A part task (stage ``parts``) trains on its own crops: streamed in its first epoch, then
+held in memory when they fit ``parts.cache_mb`` and in a memory-mapped file on local disk
+when they do not (each image decoded once), or streamed every epoch with ``cache_mb=0``;
+every path sees every row each epoch."""
 
 from __future__ import annotations
 
@@ -33,22 +35,30 @@ def part_inputs(tmp_path_factory):
     return cfg, data_dir, whole, centres, info.num_rows
 
 
-@pytest.mark.parametrize("cache_mb, cached", [(512.0, True), (0.0, False)])
-def test_a_part_task_trains_from_memory_or_from_the_stream(ray_local, part_inputs, tmp_path, cache_mb, cached):
+@pytest.mark.parametrize("cache_mb, placement", [(-1.0, "host"), (0.01, "disk"), (0.0, None)])
+def test_a_part_task_trains_from_memory_disk_or_the_stream(ray_local, part_inputs, tmp_path, cache_mb, placement):
+    """0.01 MiB stands in for the paper preset's crops (2 GB) over a 512 MB budget."""
     cfg, data_dir, whole, centres, rows = part_inputs
-    cfg = C.apply_overrides(cfg, [f"parts.cache_mb={cache_mb}"])
+    cfg = C.apply_overrides(cfg, [f"parts.cache_mb={cache_mb}", "parts.epochs=3"])
     record = train_part(5, C.to_dict(cfg), data_dir, str(tmp_path), whole, ray_local.put(centres), "fp")
-    assert record["cached"] is cached
-    assert [h["train_rows"] for h in record["history"]] == [rows["train"]] * 2, "every row, every epoch"
+    assert record["placement"] == placement
+    sources = [h["input"] for h in record["history"]]
+    assert sources == (["stream"] * 3 if placement is None else ["stream"] + [f"cache:{placement}"] * 2)
+    assert [h["train_rows"] for h in record["history"]] == [rows["train"]] * 3, "every row, every epoch"
+    decoded = sum(h["train_rows"] for h in record["history"] if h["input"] == "stream")
+    assert decoded == rows["train"] * (3 if placement is None else 1), "a cached task decodes each image once"
     assert all(np.isfinite(h["train_loss"]) and 0 < h["val_mean_accuracy"] <= 1 for h in record["history"])
     trained = load_state(storage.join(part_dir(str(tmp_path), 5), "model.pt"))
     start = load_state(whole)
     assert any(not np.array_equal(trained[k].numpy(), start[k].numpy()) for k in start), "the subnet moved"
 
 
-def test_cache_budget_must_not_be_negative():
-    with pytest.raises(C.ConfigError, match="parts.cache_mb"):
-        C.apply_overrides(C.preset("smoke"), ["parts.cache_mb=-1"])
+@pytest.mark.parametrize("key", ["parts.cache_mb", "data.cache_mb"])
+@pytest.mark.parametrize("value", ["-2", "-0.5"])
+def test_cache_budget_is_automatic_zero_or_positive(key, value):
+    with pytest.raises(C.ConfigError, match=key):
+        C.apply_overrides(C.preset("smoke"), [f"{key}={value}"])
+    assert getattr(C.apply_overrides(C.preset("smoke"), [f"{key}=-1"]), key.split(".")[0]).cache_mb == -1
 
 
 def test_part_tasks_a_shrunken_cluster_cannot_fit_are_requeued(ray_local, part_inputs, tmp_path, monkeypatch):

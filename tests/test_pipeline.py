@@ -1,4 +1,5 @@
-"""The Ray Data input pipeline on a small hand-made shard set, with a real local Ray."""
+"""The input path on a small hand-made shard set, with a real local Ray: the Ray Data
+stream, the model batches made from it, and the decoded cache that serves later epochs."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.data import shards
-from paw_ray.data.pipeline import CentresTable, StreamStats, image_stream, to_torch_batch, window_corners
+from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD, StreamStats, flip_decisions, model_batch
+from paw_ray.data.cache import choose_placement
+from paw_ray.data.feed import EpochFeed
+from paw_ray.data.pipeline import CentresTable, image_stream, window_corners
 
 N_TRAIN, N_TEST, SIZE = 200, 20, 32
 CORRUPT_ID = "img-0007"
@@ -60,49 +65,79 @@ def _collect(ds) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def _pixels(x):
+    """A model batch's normalised images back to uint8 pixels (N, 3, H, W)."""
+    mean = torch.as_tensor(IMAGENET_MEAN * 255.0).view(1, 3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD * 255.0).view(1, 3, 1, 1)
+    return (x.float() * std + mean).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _epoch(feed, epoch, stats=None) -> dict[str, np.ndarray]:
+    """One epoch of a feed as numpy columns (pixels back to uint8), in the order served."""
+    parts = list(feed.epoch(epoch, stats))
+    out = {"image_id": np.concatenate([p["image_id"] for p in parts]),
+           "image": np.concatenate([_pixels(p["image"].cpu()) for p in parts]),
+           "labels": np.concatenate([p["labels"].cpu().numpy() for p in parts])}
+    for key in ("flipped",):
+        if key in parts[0]:
+            out[key] = np.concatenate([p[key] for p in parts])
+    if "centres" in parts[0]:
+        out["centres"] = np.concatenate([p["centres"].cpu().numpy() for p in parts])
+    return out
+
+
 def test_shapes_dtypes_and_label_alignment(ray_local, data_dir):
-    got = _collect(image_stream(data_dir, "test", 24, train=False))
+    got = _collect(image_stream(data_dir, "test", 24, cue_boxes=True))
     n = len(got["image_id"])
     assert n == N_TEST
     assert got["image"].shape == (n, 3, 24, 24) and got["image"].dtype == np.uint8
     assert got["labels"].shape == (n, NUM_ATTRIBUTES) and got["labels"].dtype == np.int8
     assert got["part_boxes_gt"].shape == (n, NUM_ATTRIBUTES, 4)
+    np.testing.assert_allclose(got["part_boxes_gt"][:, 0], [[0.0, 0.1, 0.25, 0.3]] * n)
     for image_id, labels in zip(got["image_id"], got["labels"]):
         assert labels.tolist() == _labels(int(image_id.split("-")[1]))
-    assert not got["flipped"].any(), "no flips at evaluation"
+    assert "part_boxes_gt" not in _collect(image_stream(data_dir, "test", 24)), "cue boxes only when asked for"
 
 
-def test_training_flips_half_the_rows_and_mirror_boxes(ray_local, data_dir):
-    got = _collect(image_stream(data_dir, "train", SIZE, train=True, seed=3))
-    ok, flipped = got["ok"], got["flipped"]
+def test_training_feed_flips_half_the_rows_and_mirrors_their_centres(ray_local, data_dir):
+    ids = _collect(image_stream(data_dir, "train", SIZE))["image_id"]
+    centres = CentresTable.from_arrays(ids, np.random.default_rng(2).uniform(0, 1, (len(ids), 40, 2)))
+    feed = EpochFeed(image_stream(data_dir, "train", SIZE, shuffle=True, seed=3, centres=centres), batch_size=64,
+                     device="cpu", flip_seed=3)
+    got = _epoch(feed, 0)
+    flipped = got["flipped"]
     assert 0.35 < flipped.mean() < 0.65
+    np.testing.assert_array_equal(flipped, flip_decisions(got["image_id"], 3, 0))
     left = got["image"][:, 0, :, : SIZE // 2].mean(axis=(1, 2))
     right = got["image"][:, 0, :, SIZE // 2 :].mean(axis=(1, 2))
-    assert (left[flipped & ok] > right[flipped & ok]).all(), "flipped rows are mirrored"
-    assert (left[~flipped & ok] < right[~flipped & ok]).all()
-    box = got["part_boxes_gt"][:, 0]
-    np.testing.assert_allclose(box[flipped], [[0.75, 0.1, 1.0, 0.3]] * int(flipped.sum()), atol=1e-6)
-    np.testing.assert_allclose(box[~flipped], [[0.0, 0.1, 0.25, 0.3]] * int((~flipped).sum()), atol=1e-6)
-    assert (got["part_boxes_gt"][:, 1:] == 0).all(), "empty boxes stay empty"
+    assert (left[flipped] > right[flipped]).all(), "flipped rows are mirrored"
+    assert (left[~flipped] < right[~flipped]).all()
+    truth = centres.lookup(got["image_id"])
+    np.testing.assert_allclose(got["centres"][flipped, :, 0], 1.0 - truth[flipped, :, 0], atol=1e-6)
+    np.testing.assert_allclose(got["centres"][~flipped], truth[~flipped], atol=1e-6)
+    np.testing.assert_allclose(got["centres"][..., 1], truth[..., 1], atol=1e-6)
 
 
 def test_flips_change_between_epochs_but_not_between_runs(ray_local, data_dir):
-    ds = image_stream(data_dir, "train", SIZE, train=True, seed=5)
-    epoch0 = _collect(ds)
-    epoch1 = _collect(ds)
+    def feed():
+        return EpochFeed(image_stream(data_dir, "train", SIZE, shuffle=True, seed=5), batch_size=64, device="cpu",
+                         flip_seed=5)
+
+    first = feed()
+    epoch0, epoch1 = _epoch(first, 0), _epoch(first, 1)
     f0 = dict(zip(epoch0["image_id"], epoch0["flipped"]))
     f1 = dict(zip(epoch1["image_id"], epoch1["flipped"]))
     assert f0 != f1, "a new epoch draws new flips"
-    again = _collect(image_stream(data_dir, "train", SIZE, train=True, seed=5))
+    again = _epoch(feed(), 0)
     assert dict(zip(again["image_id"], again["flipped"])) == f0, "same seed, same first epoch"
 
 
 def test_corrupt_image_is_counted_not_fatal(ray_local, data_dir):
     stats = StreamStats()
-    ds = image_stream(data_dir, "train", SIZE, train=False)
+    ds = image_stream(data_dir, "train", SIZE)
     seen = []
     for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
-        t = to_torch_batch(batch, stats)
+        t = model_batch(batch, "cpu", stats)
         seen.extend(t["image_id"].tolist())
         assert t["image"].dtype.is_floating_point and t["image"].shape[1:] == (3, SIZE, SIZE)
         assert abs(float(t["image"].mean())) < 3.0  # normalised
@@ -111,12 +146,11 @@ def test_corrupt_image_is_counted_not_fatal(ray_local, data_dir):
 
 
 def test_part_stream_carries_only_its_window(ray_local, data_dir):
-    whole = _collect(image_stream(data_dir, "val", SIZE, train=False))
+    whole = _collect(image_stream(data_dir, "val", SIZE))
     rng = np.random.default_rng(0)
     centres = CentresTable.from_arrays(whole["image_id"], rng.uniform(0, 1, (len(whole["image_id"]), 40, 2)))
     part, p = 7, 16
-    crops = _collect(image_stream(data_dir, "val", SIZE, train=False, centres=ray_local.put(centres),
-                                  part=part, part_size=p))
+    crops = _collect(image_stream(data_dir, "val", SIZE, centres=ray_local.put(centres), part=part, part_size=p))
     assert crops["image"].shape == (N_TEST, 3, p, p)
     by_id = {k: v for k, v in zip(whole["image_id"], whole["image"])}
     for image_id, crop in zip(crops["image_id"], crops["image"]):
@@ -127,44 +161,77 @@ def test_part_stream_carries_only_its_window(ray_local, data_dir):
 def test_missing_centres_is_a_clear_error(ray_local, data_dir):
     centres = CentresTable.from_arrays(["nope"], np.zeros((1, 40, 2)))
     with pytest.raises(Exception, match="no part centres"):
-        _collect(image_stream(data_dir, "val", SIZE, train=False, centres=centres))
+        _collect(image_stream(data_dir, "val", SIZE, centres=centres))
 
 
 def test_missing_data_dir_names_it(tmp_path):
     with pytest.raises(shards.ShardError, match="does not exist"):
-        image_stream(str(tmp_path / "nowhere"), "train", 32, train=True)
+        image_stream(str(tmp_path / "nowhere"), "train", 32, shuffle=True)
     (tmp_path / "empty").mkdir()
     with pytest.raises(shards.ShardError, match="not a prepared data set"):
-        image_stream(str(tmp_path / "empty"), "train", 32, train=True)
+        image_stream(str(tmp_path / "empty"), "train", 32, shuffle=True)
 
 
-def test_cached_part_crops_are_reshuffled_and_flipped_as_the_stream_would_flip_them(data_dir):
-    import pyarrow.parquet as pq
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-    from paw_ray.data.cache import InMemorySplit
-    from paw_ray.data.pipeline import decode_batch
 
-    table = pq.read_table(shards.shard_files(data_dir, shards.read_info(data_dir), "train")[0])
-    ids = np.array(table.column("image_id").to_pylist())
-    centres = CentresTable.from_arrays(ids, np.random.default_rng(1).uniform(0, 1, (len(ids), 40, 2)))
-    crop = dict(image_size=SIZE, centres=centres, part=7, part_size=16)
-    plain = decode_batch(table, train=False, **crop)
-    cache = InMemorySplit.collect([{k: plain[k][:100] for k in plain}, {k: plain[k][100:] for k in plain}])
+@pytest.mark.parametrize("device, placement", [(d, p) for d in DEVICES for p in ("host", "disk")]
+                         + [("cuda", "gpu")] * torch.cuda.is_available())
+@pytest.mark.parametrize("part", [None, 7])
+def test_the_cache_serves_what_the_stream_serves(ray_local, data_dir, tmp_path, device, placement, part):
+    """Whole images with centres (the PaW stages) and one part's crops (a part task): epoch by
+    epoch, a feed that keeps its first pass serves each row with the same pixels, labels,
+    centres and flip as a feed that streams every epoch; every row once per epoch; a new
+    order each cached epoch; the cache itself never mirrored in place."""
+    ids = _collect(image_stream(data_dir, "train", SIZE))["image_id"]
+    centres = ray_local.put(CentresTable.from_arrays(ids, np.random.default_rng(1).uniform(0, 1, (len(ids), 40, 2))))
+    crop = dict(part=part, part_size=16) if part is not None else {}
+
+    def feed(keep):
+        return EpochFeed(image_stream(data_dir, "train", SIZE, shuffle=True, seed=3, centres=centres, **crop),
+                         batch_size=64, device=device, placement=placement if keep else None, flip_seed=3,
+                         shuffle_seed=3, spill_dir=str(tmp_path))
+
+    cached, streamed = feed(True), feed(False)
     orders = []
-    for epoch in (0, 1):
-        streamed = decode_batch(table, train=True, seed=3, epoch=epoch, **crop)
-        batches = list(cache.batches(64, shuffle_seed=3, flip_seed=3, epoch=epoch))
-        assert [len(b["image_id"]) for b in batches] == [64, 64, 64, 8]
-        served = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    for epoch in range(3):
+        stats = StreamStats()
+        served, truth = _epoch(cached, epoch, stats), _epoch(streamed, epoch)
+        assert cached.last_source == ("stream" if epoch == 0 else f"cache:{placement}")
+        assert stats.rows == N_TRAIN - 1 and stats.decode_failures == 1, "the undecodable row is counted every epoch"
+        assert sorted(served["image_id"]) == sorted(truth["image_id"]) == sorted(set(ids) - {CORRUPT_ID})
         orders.append(served["image_id"])
-        assert sorted(served["image_id"]) == sorted(ids)
-        assert 0.3 < served["flipped"].mean() < 0.7
-        row = {image_id: i for i, image_id in enumerate(streamed["image_id"])}
-        for i, image_id in enumerate(served["image_id"]):
-            j = row[image_id]
-            assert served["flipped"][i] == streamed["flipped"][j]
-            assert served["ok"][i] == streamed["ok"][j] and (served["labels"][i] == streamed["labels"][j]).all()
-            np.testing.assert_array_equal(served["image"][i], streamed["image"][j], err_msg=image_id)
-    assert (orders[0] != orders[1]).any(), "a new order each epoch"
-    assert not cache.batches(64).__next__()["flipped"].any(), "validation batches are not flipped"
-    np.testing.assert_array_equal(cache.image, plain["image"])  # serving never mirrors the cache in place
+        row = {image_id: i for i, image_id in enumerate(truth["image_id"])}
+        j = np.array([row[i] for i in served["image_id"]])
+        np.testing.assert_array_equal(served["flipped"], truth["flipped"][j])
+        np.testing.assert_array_equal(served["labels"], truth["labels"][j])
+        np.testing.assert_array_equal(served["image"], truth["image"][j])
+        if part is None:
+            np.testing.assert_array_equal(served["centres"], truth["centres"][j])
+    assert (orders[1] != orders[2]).any(), "a new order each cached epoch"
+    kept = cached.cache.columns["image"]
+    kept = kept.cpu().numpy() if isinstance(kept, torch.Tensor) else np.asarray(kept)
+    left, right = kept[..., : kept.shape[-1] // 2].mean(), kept[..., kept.shape[-1] // 2 :].mean()
+    if part is None:
+        assert left < right, "the cache holds the unflipped images"
+
+
+def test_a_cache_cut_short_is_not_kept(ray_local, data_dir, tmp_path):
+    feed = EpochFeed(image_stream(data_dir, "train", SIZE), batch_size=64, device="cpu", placement="disk",
+                     spill_dir=str(tmp_path))
+    for _ in feed.epoch(0):
+        break  # max_steps: the first pass stops early
+    assert feed.cache is None and not list(tmp_path.iterdir()), "no partial cache, no file left behind"
+    _epoch(feed, 1)
+    assert feed.cache is not None and len(feed.cache) == N_TRAIN
+    assert not list(tmp_path.iterdir()), "a disk cache's file is unlinked once mapped"
+
+
+def test_rows_over_the_budget_keep_streaming(tmp_path):
+    mb = 2**20
+    assert choose_placement(10 * mb, 20, "cpu") == "host"
+    assert choose_placement(30 * mb, 20, "cpu") is None, "over the budget, no spill folder: stream"
+    assert choose_placement(30 * mb, 20, "cpu", spill_dir=str(tmp_path)) == "disk"
+    assert choose_placement(1, 0, "cpu", spill_dir=str(tmp_path)) is None, "0: never cache"
+    assert choose_placement(10 * mb, -1, "cpu") == "host", "automatic: a share of the host's memory"
+    assert choose_placement(2**50, -1, "cpu") is None

@@ -46,7 +46,7 @@ def sample_faces(data_dir: str, image_size: int, n: int = N_SAMPLES) -> dict[str
     for f in shards.shard_files(data_dir, info, "test"):
         fs, path = storage.resolve(f)
         for batch in pq.ParquetFile(fs.open_input_file(path)).iter_batches(batch_size=4 * n, columns=columns):
-            out = decode_batch(pa.Table.from_batches([batch]), image_size=image_size, train=False)
+            out = decode_batch(pa.Table.from_batches([batch]), image_size=image_size)
             keep = np.flatnonzero(out["ok"])[:n]
             if len(keep):
                 return {k: v[keep] for k, v in out.items()}

@@ -6,7 +6,7 @@ This is the deployable model (``paw-ray predict``, ``jobs/predict.py``, ``paw-ra
 Input contract of ``forward``: a batch of RGB face images as **uint8** ``(B, 3, S, S)``,
 ``S`` = the run's ``data.image_size``, the face box already cut, squared and resized
 (``paw_ray.data.facebox``). The ImageNet normalisation the networks were trained with
-(``paw_ray.data.pipeline.to_torch_batch``) happens inside, so callers hand over pixels.
+(``paw_ray.data.batches.model_batch``) happens inside, so callers hand over pixels.
 
 Output of ``forward``: ``(probabilities, boxes)`` — probabilities ``(B, 40)`` float32
 (sigmoid of the PaW scores; decision = probability > 0.5), boxes ``(B, 40, 4)`` int64
@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from paw_ray.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from paw_ray.models.frl import FRL
 from paw_ray.models.parts import grid_centres, part_centres, part_windows
 from paw_ray.models.paw import PaW

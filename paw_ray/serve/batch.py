@@ -128,7 +128,7 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     actor_cpus = 1.0
 
     t0 = time.time()
-    streams = [image_stream(data_dir, s, cascade_cfg.data.image_size, train=False, op_cpus=op_cpus)
+    streams = [image_stream(data_dir, s, cascade_cfg.data.image_size, op_cpus=op_cpus)
                for s in splits]
     ds = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
     ds = ds.map_batches(

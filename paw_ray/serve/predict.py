@@ -219,8 +219,7 @@ class Predictor:
                 for batch in pf.iter_batches(batch_size=256, columns=["image_id", "image", "labels"]):
                     import pyarrow as pa
 
-                    decoded = decode_batch(pa.Table.from_batches([batch]), image_size=self.image_size,
-                                           train=False)
+                    decoded = decode_batch(pa.Table.from_batches([batch]), image_size=self.image_size)
                     for i, image_id in enumerate(decoded["image_id"]):
                         if not decoded["ok"][i]:
                             self.errors.append(f"{folder} ({split}, image_id {image_id}): the image does not decode")

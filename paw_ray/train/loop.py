@@ -5,13 +5,16 @@ the artifact it leaves); this module does the rest the same way for all of them:
 DDP through ``ray.train.torch.prepare_model``, SGD with momentum and weight decay,
 the learning-rate schedule, the input stream from ``get_dataset_shard``, validation
 accuracy all-reduced across workers, and a checkpoint with ``ray.train.report`` every
-epoch. A restarted worker group (``FailureConfig``) or a rerun with the same run name
+epoch. Each worker's first epoch streams its shard from Ray Data; when the shard fits the
+cache budget (``data.cache_mb``) the worker keeps it decoded and serves the later epochs
+from there (``EpochFeed``). A restarted worker group (``FailureConfig``) or a rerun with the same run name
 resumes from the last reported checkpoint: ``history`` records every epoch with the
 attempt that ran it, so the resume point is visible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -22,11 +25,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from paw_ray.data.pipeline import StreamStats, to_torch_batch
+from paw_ray.data.batches import StreamStats
+from paw_ray.data.cache import choose_placement, row_bytes
+from paw_ray.data.feed import EpochFeed
 from paw_ray.train.checkpoints import load_state, save_state
 
 __all__ = ["TrainTask", "train_worker_loop", "make_optimizer", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
-           "per_attribute_correct", "peak_rss_mb", "channels_last"]
+           "per_attribute_correct", "peak_rss_mb", "channels_last", "describe_placement"]
 
 STATE_FILE = "state.pt"
 
@@ -81,11 +86,24 @@ def channels_last(x):
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def _model_batch(batch: dict, stats: StreamStats, device) -> dict:
-    """A stream's numpy batch as the model takes it: tensors on ``device``, images in channels_last."""
-    b = to_torch_batch(batch, stats, device)
-    b["image"] = channels_last(b["image"])
-    return b
+def describe_placement(placement: str | None, nbytes: int, budget_mb: float, epochs_left: int) -> str:
+    """The run log's line on where a consumer's rows live after its first epoch."""
+    size = f"{nbytes / 2**20:.0f} MB"
+    if placement is None:
+        why = ("one epoch to run, nothing to keep" if epochs_left <= 1 else
+               "never cached: cache_mb=0" if budget_mb == 0 else "over the cache budget")
+        return f"input: streamed from Ray Data every epoch ({size}, {why})"
+    where = {"gpu": "on the GPU", "host": "in host memory", "disk": "in a memory-mapped file on local disk"}
+    return f"input: first epoch streamed, later epochs from the decoded cache {where[placement]} ({size})"
+
+
+def autocast(device, precision: str):
+    """A factory of the forward passes' precision context: bfloat16 autocast on a CUDA device
+    when ``precision`` is ``bf16`` (weights, gradients and the optimizer stay float32), float32
+    everywhere else."""
+    if precision == "bf16" and torch.device(device).type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def _all_reduce(t: torch.Tensor, device) -> torch.Tensor:
@@ -140,16 +158,24 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         nodes = gathered
     epochs = 1 if cfg.max_steps > 0 else scfg.epochs
     per_worker_batch = max(1, scfg.batch_size // world)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    rows = loop_config["rows"]
+    nbytes = row_bytes(cfg.data.image_size, centres=stage in ("fusion", "finetune")) * sum(
+        math.ceil(rows[s] / world) for s in ("train", "val"))
+    epochs_left = max(epochs, 1) - start_epoch  # a cache pays only when this attempt runs more than one epoch
+    placement = choose_placement(nbytes, cfg.data.cache_mb, device, consumers_on_node=ctx.get_local_world_size()) \
+        if epochs_left > 1 else None
+    if rank == 0:
+        print(f"[{stage}] {describe_placement(placement, nbytes, cfg.data.cache_mb, epochs_left)} per worker",
+              flush=True)
+    feeds = (EpochFeed(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
+                       placement=placement, flip_seed=cfg.seed, shuffle_seed=cfg.seed),
+             EpochFeed(ray.train.get_dataset_shard("val"), batch_size=per_worker_batch, device=device,
+                       placement=placement))
 
     for epoch in range(start_epoch, max(epochs, 1)):
-        metrics = run_epoch(
-            model, task, optimizer, scfg, epoch, epochs, attempt, device, cfg.max_steps,
-            train_shard.iter_batches(batch_size=per_worker_batch, batch_format="numpy", prefetch_batches=2)
-            if trainable else iter(()),
-            val_shard.iter_batches(batch_size=per_worker_batch, batch_format="numpy", prefetch_batches=2),
-            log_prefix=f"[{stage}]" if rank == 0 else None)
+        metrics = run_epoch(model, task, optimizer, scfg, epoch=epoch, epochs=epochs, attempt=attempt,
+                            device=device, max_steps=cfg.max_steps, feeds=feeds, train=bool(trainable),
+                            log_prefix=f"[{stage}]" if rank == 0 else None)
         metrics["workers"] = world
         metrics["nodes"] = sorted(set(nodes))
         history.append(metrics)
@@ -166,21 +192,26 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=None)
 
 
-def run_epoch(model, task: TrainTask, optimizer, scfg, epoch: int, epochs: int, attempt: int, device,
-              max_steps: int, train_batches, val_batches, log_prefix: str | None = None) -> dict[str, Any]:
-    """Set the epoch's learning rate, train over ``train_batches`` (none when ``epochs`` is 0),
-    validate over ``val_batches``; return the epoch's metrics (summed across DDP workers)."""
+def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: int, attempt: int, device,
+              max_steps: int, feeds: tuple[EpochFeed, EpochFeed], train: bool = True,
+              log_prefix: str | None = None) -> dict[str, Any]:
+    """Set the epoch's learning rate, train over the training feed's epoch (not when ``epochs``
+    is 0 or ``train`` is False), validate over the validation feed's; return the epoch's
+    metrics (summed across DDP workers)."""
     t0 = time.time()
     lr = epoch_lr(scfg.lr, scfg.lr_schedule, epoch, epochs)
     for group in optimizer.param_groups:
         group["lr"] = lr
     (task.train_mode or (lambda m: m.train()))(model)
     stats = StreamStats()
-    loss_sum, steps = train_epoch(model, task, optimizer, train_batches, stats, device, max_steps) \
-        if epochs > 0 else (0.0, 0)
-    val = validate(model, task, val_batches, device, max_steps)
-    counts = _all_reduce(torch.tensor([loss_sum, steps, stats.rows, stats.decode_failures], dtype=torch.float64),
-                         device)
+    train_feed, val_feed = feeds
+    cast = autocast(device, scfg.precision)
+    run = train_epoch(model, task, optimizer, train_feed.epoch(epoch, stats), max_steps, cast) \
+        if epochs > 0 and train else TrainedEpoch()
+    val_stats = StreamStats()
+    val = validate(model, task, val_feed.epoch(epoch, val_stats), val_stats, device, max_steps, cast)
+    counts = _all_reduce(torch.tensor([run.loss_sum, run.steps, stats.rows, stats.decode_failures],
+                                      dtype=torch.float64), device)
     metrics = {
         "epoch": epoch,
         "attempt": attempt,
@@ -192,6 +223,13 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, epoch: int, epochs: int, 
         "val_loss": val["loss"],
         "val_mean_accuracy": val["mean_accuracy"],
         "epoch_time_s": round(time.time() - t0, 2),
+        "started_at": round(t0, 3),
+        # where this worker's training batches came from, how long it waited for them (the
+        # first one alone too) and how long it spent in the training steps
+        "input": train_feed.last_source,
+        "input_wait_s": round(run.wait_s, 3),
+        "first_batch_s": round(run.first_batch_s, 3),
+        "step_s": round(run.step_s, 3),
         "peak_rss_mb": peak_rss_mb(),
     }
     if getattr(device, "type", "") == "cuda":
@@ -209,41 +247,62 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-def train_epoch(model, task: TrainTask, optimizer, batches, stats: StreamStats, device,
-                max_steps: int = 0) -> tuple[float, int]:
-    """One pass of SGD over ``batches`` (numpy batches from a Ray Data stream).
+@dataclass
+class TrainedEpoch:
+    """One worker's pass over its training batches: the summed loss, the steps, and where its
+    time went (``float(loss)`` waits for the device, so a step's time is its own)."""
 
-    Returns the summed loss and the number of steps; ``stats`` counts rows and drops.
-    """
-    loss_sum, steps = 0.0, 0
-    for batch in batches:
-        b = _model_batch(batch, stats, device)
+    loss_sum: float = 0.0
+    steps: int = 0
+    wait_s: float = 0.0  # waiting for the next batch
+    first_batch_s: float = 0.0  # of which for the first one
+    step_s: float = 0.0  # in the training steps
+
+
+def train_epoch(model, task: TrainTask, optimizer, batches, max_steps: int = 0,
+                cast=contextlib.nullcontext) -> TrainedEpoch:
+    """One pass of SGD over ``batches`` (model batches from an ``EpochFeed``), each forward
+    pass and loss inside ``cast()`` (``autocast``)."""
+    out = TrainedEpoch()
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        b = next(it, None)
+        t1 = time.perf_counter()
+        out.wait_s += t1 - t0
+        if out.steps == 0:
+            out.first_batch_s = out.wait_s
+        if b is None:
+            break
         if len(b["image_id"]) == 0:
             continue
-        loss, _ = task.loss(model, b)
+        with cast():
+            loss, _ = task.loss(model, b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        steps += 1
-        loss_sum += float(loss.detach())
-        if max_steps and steps >= max_steps:
+        out.steps += 1
+        out.loss_sum += float(loss.detach())
+        out.step_s += time.perf_counter() - t1
+        if max_steps and out.steps >= max_steps:
             break
-    return loss_sum, steps
+    return out
 
 
 @torch.no_grad()
-def validate(model, task: TrainTask, batches, device, max_steps: int = 0) -> dict[str, float]:
-    """Loss and mean per-attribute accuracy over ``batches``, summed across DDP workers."""
+def validate(model, task: TrainTask, batches, stats: StreamStats, device, max_steps: int = 0,
+             cast=contextlib.nullcontext) -> dict[str, float]:
+    """Loss and mean per-attribute accuracy over ``batches`` (whose feed counts into ``stats``),
+    summed across DDP workers."""
     model.eval()
     correct = torch.zeros(40, dtype=torch.float64)
     totals = torch.zeros(3, dtype=torch.float64)  # rows, loss sum, batches
-    stats = StreamStats()
-    for i, batch in enumerate(batches):
-        b = _model_batch(batch, stats, device)
+    for i, b in enumerate(batches):
         if len(b["image_id"]) == 0:
             continue
-        loss, logits = task.loss(model, b)
-        correct += per_attribute_correct(logits, b["labels"]).double().cpu()
+        with cast():
+            loss, logits = task.loss(model, b)
+        correct += per_attribute_correct(logits.float(), b["labels"]).double().cpu()
         totals += torch.tensor([len(b["image_id"]), float(loss), 1.0], dtype=torch.float64)
         if max_steps and i + 1 >= max_steps:
             break

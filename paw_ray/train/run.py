@@ -212,8 +212,9 @@ def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=No
         # the fused network cuts its crops from the centres the parts were trained on
         centres = ray.put(load_centres(inputs["localize"]))
     common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres)
-    datasets = {"train": image_stream(data_dir, "train", train=True, seed=cfg.seed, **common),
-                "val": image_stream(data_dir, "val", train=False, **common)}
+    datasets = {"train": image_stream(data_dir, "train", shuffle=True, seed=cfg.seed, **common),
+                "val": image_stream(data_dir, "val", **common)}
     prior = shards.label_positive_rate(data_dir, "train")
-    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior, callbacks=callbacks)
+    rows = shards.read_info(data_dir).num_rows
+    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior, rows, callbacks=callbacks)
 

@@ -33,8 +33,9 @@ def ray_train_storage(run_dir: str) -> str:
 
 def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
                     inputs: dict[str, str], datasets: dict[str, Any], label_prior: list[float],
-                    callbacks: list | None = None) -> tuple[str, dict[str, Any]]:
+                    rows: dict[str, int], callbacks: list | None = None) -> tuple[str, dict[str, Any]]:
     """Fit ``stage`` with a TorchTrainer; save its artifact to ``<run>/stages/<stage>/model.pt``.
+    ``rows``: each split's row count (the workers size their decoded caches from it).
 
     Returns the artifact's location and the final metrics (with the per-epoch history).
     """
@@ -45,7 +46,7 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
     trainer = TorchTrainer(
         train_worker_loop,
         train_loop_config={"stage": stage, "cfg": to_dict(cfg), "inputs": inputs,
-                           "label_prior": [float(p) for p in label_prior]},
+                           "label_prior": [float(p) for p in label_prior], "rows": dict(rows)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
             resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},

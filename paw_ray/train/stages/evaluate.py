@@ -23,7 +23,8 @@ import numpy as np
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
 from paw_ray.data import shards
-from paw_ray.data.pipeline import image_stream, to_torch_batch
+from paw_ray.data.batches import model_batch
+from paw_ray.data.pipeline import image_stream
 
 __all__ = ["run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
            "format_table"]
@@ -62,7 +63,7 @@ class Scorer:
 
         from paw_ray.models.parts import crop_windows, part_windows
 
-        b = to_torch_batch(batch, device=self.device)
+        b = model_batch(batch, self.device)
         out = {"image_id": b["image_id"], "labels": batch["labels"][batch["ok"]],
                "centres": b["centres"].cpu().numpy()}
         if "part_boxes_gt" in b:
@@ -199,8 +200,8 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
 
     t0 = time.time()
     centres_ref = ray.put(load_centres(inputs["localize"]))
-    ds = image_stream(data_dir, "test", cfg.data.image_size, train=False, op_cpus=cfg.data.op_cpus,
-                      centres=centres_ref)
+    ds = image_stream(data_dir, "test", cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres_ref,
+                      cue_boxes=True)
     ds = ds.map_batches(Scorer, fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "inputs": inputs},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1.0,
                         batch_size=cfg.evaluate.batch_size, batch_format="numpy")

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from paw_ray import storage
 from paw_ray.data import shards
-from paw_ray.data.pipeline import CentresTable, image_stream, to_torch_batch
+from paw_ray.data.batches import model_batch
+from paw_ray.data.pipeline import CentresTable, image_stream
 
 __all__ = ["run_localize", "load_centres", "FRLLocalizer", "CENTRES_FILE"]
 
@@ -51,7 +52,7 @@ class FRLLocalizer:
         ok = batch["ok"]
         centres = np.full((len(ok), 40, 2), 0.5, dtype=np.float32)  # undecodable rows: image centre
         if ok.any():
-            b = to_torch_batch(batch, device=self.device)
+            b = model_batch(batch, self.device)
             with torch.no_grad():
                 heat = self.model.heatmaps(b["image"])
                 centres[ok] = part_centres(heat, self.cfg.data.image_size).float().cpu().numpy()
@@ -84,7 +85,7 @@ def run_localize(cfg, data_dir: str, run_dir: str, frl_location: str | None) -> 
         from paw_ray.config import to_dict
 
         lc = cfg.localize
-        streams = [image_stream(data_dir, split, cfg.data.image_size, train=False, op_cpus=cfg.data.op_cpus)
+        streams = [image_stream(data_dir, split, cfg.data.image_size, op_cpus=cfg.data.op_cpus)
                    for split in shards.SPLITS]
         ds = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
         cpus = 1.0 if lc.gpus_per_actor == 0 else 0.5

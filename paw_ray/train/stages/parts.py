@@ -3,9 +3,10 @@
 Part task j (paper §3.4): a student initialised from g_0 (the ``whole`` stage),
 trained alone on the stream of attribute j's window — cut on the fly from the part
 centres by ``image_stream(part=j)``, so the task moves only its own crop — to predict
-all 40 attributes. Where the task's crops fit ``parts.cache_mb``, one pass of the stream
-is kept in memory and the later epochs reshuffle and re-flip it (``InMemorySplit``)
-instead of decoding every full image again. Each task has its own resources
+all 40 attributes. The task's first epoch streams; its crops are kept after that pass
+(``EpochFeed``: in memory within ``parts.cache_mb``, beyond it in a memory-mapped file on
+the node's local disk), and the later epochs reshuffle and re-flip them instead of
+decoding every full image again: each image is decoded once per task. Each task has its own resources
 (``parts.num_cpus``, fractional ``parts.num_gpus`` to share a GPU), Ray retries it when
 its process or node dies (``parts.max_retries``), and it keeps its own checkpoint after
 every epoch, so a retried task resumes where its last attempt stopped. A part whose ``done.json`` holds
@@ -22,6 +23,8 @@ Layout::
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from typing import Any
 
@@ -55,10 +58,11 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
 
     from paw_ray import config as C
     from paw_ray.data import shards
-    from paw_ray.data.cache import InMemorySplit, crop_bytes
+    from paw_ray.data.cache import choose_placement, row_bytes
+    from paw_ray.data.feed import EpochFeed
     from paw_ray.data.pipeline import image_stream
     from paw_ray.models.students import SNet
-    from paw_ray.train.loop import TrainTask, channels_last, make_optimizer, run_epoch
+    from paw_ray.train.loop import TrainTask, channels_last, describe_placement, make_optimizer, run_epoch
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
@@ -95,27 +99,20 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     seed = cfg.seed * 100 + part
     epochs = 1 if cfg.max_steps > 0 else pc.epochs
     rows = shards.read_info(data_dir).num_rows
-    fits = crop_bytes(rows["train"] + rows["val"], cfg.data.part_size) <= pc.cache_mb * 2**20
-    cached = fits and cfg.max_steps == 0 and start_epoch < max(epochs, 1)  # a retry with no epoch left decodes nothing
+    nbytes = row_bytes(cfg.data.part_size) * (rows["train"] + rows["val"])
+    epochs_left = max(epochs, 1) - start_epoch  # a cache pays only with more than one epoch (a retry may have fewer)
+    placement = choose_placement(nbytes, pc.cache_mb, device, spill_dir=tempfile.gettempdir(),
+                                 consumers_on_node=max(1, math.floor((os.cpu_count() or 1) / max(pc.num_cpus, 1e-3)))) \
+        if epochs_left > 1 else None
+    feeds = (EpochFeed(image_stream(data_dir, "train", shuffle=True, seed=seed, **common), batch_size=pc.batch_size,
+                       device=device, placement=placement, flip_seed=seed, shuffle_seed=seed,
+                       spill_dir=tempfile.gettempdir()),
+             EpochFeed(image_stream(data_dir, "val", **common), batch_size=pc.batch_size, device=device,
+                       placement=placement, spill_dir=tempfile.gettempdir()))
     t0 = time.time()
-    if cached:  # one pass, unflipped and in shard order; every epoch reorders and flips it
-        train_rows, val_rows = (InMemorySplit.collect(image_stream(data_dir, split, train=False, shuffle=False, **common)
-                                                      .iter_batches(batch_size=256, batch_format="numpy"))
-                                for split in ("train", "val"))
-
-        def batches(epoch):
-            return (train_rows.batches(pc.batch_size, shuffle_seed=seed, flip_seed=seed, epoch=epoch),
-                    val_rows.batches(pc.batch_size))
-    else:
-        train_ds = image_stream(data_dir, "train", train=True, seed=seed, **common)
-        val_ds = image_stream(data_dir, "val", train=False, **common)
-
-        def batches(epoch):
-            return (train_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy", prefetch_batches=2),
-                    val_ds.iter_batches(batch_size=pc.batch_size, batch_format="numpy"))
     for epoch in range(start_epoch, max(epochs, 1)):
-        metrics = run_epoch(model, task, optimizer, pc, epoch, epochs, attempt, device, cfg.max_steps,
-                            *batches(epoch), log_prefix=f"[parts] part {part:02d}")
+        metrics = run_epoch(model, task, optimizer, pc, epoch=epoch, epochs=epochs, attempt=attempt, device=device,
+                            max_steps=cfg.max_steps, feeds=feeds, log_prefix=f"[parts] part {part:02d}")
         history.append(metrics)
         save_state(ckpt_location, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "epoch": epoch, "history": history, "attempt": attempt,
@@ -124,7 +121,8 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     ctx = ray.get_runtime_context()
     record = {"part": part, "attribute": ATTRIBUTES[part], "fingerprint": fingerprint,
               "metrics": history[-1] if history else {}, "history": history,
-              "node_id": ctx.get_node_id(), "task_id": ctx.get_task_id(), "attempt": attempt, "cached": cached,
+              "node_id": ctx.get_node_id(), "task_id": ctx.get_task_id(), "attempt": attempt, "placement": placement,
+              "input": describe_placement(placement, nbytes, pc.cache_mb, epochs_left),
               "wall_time_s": round(time.time() - t0, 2)}
     storage.write_json_atomic(storage.join(here, "done.json"), record)
     return record
