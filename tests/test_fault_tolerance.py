@@ -2,7 +2,8 @@
 
 - a Ray Train worker process killed by its pid mid-stage: ``FailureConfig`` restarts the
   worker group, which resumes from the last reported checkpoint — the stage's recorded
-  history shows epochs 0..k run by attempt 0 and the rest by attempt 1;
+  history shows epochs 0..k run by attempt 0 and the rest by attempt 1, and each attempt
+  streams its first epoch and rebuilds its decoded cache from it;
 - a part task's process killed by its pid after its first epoch's checkpoint: Ray retries
   the task, which resumes from that checkpoint; the other 39 parts run once, untouched.
 
@@ -124,6 +125,12 @@ def test_killed_train_worker_resumes_from_the_last_checkpoint(data_dir, tmp_path
     assert epochs_run == list(range(epochs)), "every epoch once: none lost, none redone"
     resumed_at = attempts.index(1)
     assert 1 <= resumed_at < epochs and attempts == [0] * resumed_at + [1] * (epochs - resumed_at)
+    # each attempt streams its first epoch and serves the rest from the cache it rebuilt
+    sources = [h["input"] for h in history]
+    print(f"[train worker kill] inputs by epoch: {sources}")
+    for first, n in ((0, resumed_at), (resumed_at, epochs - resumed_at)):
+        expected = ["stream"] + (["cache:host"] * (n - 1) if n > 1 else [])
+        assert sources[first:first + n] == expected, (first, n, sources)
 
 
 def test_killed_part_task_is_retried_from_its_own_checkpoint(data_dir, tmp_path):
