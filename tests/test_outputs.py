@@ -262,9 +262,16 @@ def test_export_matches_the_pytorch_cascade(smoke_run, test_rows, tmp_path, caps
     images = sample_faces(run.data_dir(), cascade.image_size, n=24)["image"]
     with torch.no_grad():
         ref_p, ref_b = (t.numpy() for t in cascade(torch.from_numpy(images)))
+        heat = cascade.heatmaps(cascade.normalise(torch.from_numpy(images))).flatten(2)
+    # A heatmap whose maximum is a tie (a flat peak, e.g. a map the ReLU zeroed) has no single
+    # argmax: the two runtimes' last-bit differences pick different cells. Those images are
+    # left out of the exact comparison, and must stay the exception.
+    top2 = heat.topk(2, dim=-1).values
+    tied = ((top2[..., 0] - top2[..., 1]) == 0).any(dim=1).numpy()
+    assert tied.sum() <= len(images) // 4, f"{tied.sum()} of {len(images)} test faces have a tied heatmap peak"
     probs, boxes = run_exported(written["model"], fmt, images)
-    np.testing.assert_allclose(probs, ref_p, rtol=0, atol=PARITY_ATOL)
-    np.testing.assert_array_equal(boxes, ref_b)
+    np.testing.assert_allclose(probs[~tied], ref_p[~tied], rtol=0, atol=PARITY_ATOL)
+    np.testing.assert_array_equal(boxes[~tied], ref_b[~tied])
     assert deployable_cascade(run).one_pass
     card = (out / "MODEL_CARD.md").read_text()
     results = run.results
