@@ -99,6 +99,14 @@ class Cascade(nn.Module):
         chunk = _ONE_PASS if self.one_pass else 1 << 25
         return part_centres(heat, self.image_size, max_chunk_elements=chunk)
 
+    def logits_at(self, x: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+        """PaW's scores (B, 40) after the ARL for normalised images and given part-window
+        corners (B, 40, 2): the whole subnet, the 40 part subnets, the RSL (Eq. 5) and the ARL."""
+        crops = gather_windows(x, corners, self.part_size)
+        paw = self.paw
+        scores = torch.cat((paw.whole(x).logits.unsqueeze(1), paw.parts(crops)), dim=1)
+        return paw.arl(paw.rsl(scores))
+
     def run(self, images: torch.Tensor) -> CascadeOutput:
         """Every intermediate result: probabilities, boxes, logits, centres and heatmaps."""
         if not torch.jit.is_tracing() and tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
@@ -108,10 +116,7 @@ class Cascade(nn.Module):
         heat = self.heatmaps(x) if self.frl is not None else None
         centres = self.centres_from(x, heat)
         corners = part_windows(centres, self.image_size, self.part_size)
-        crops = gather_windows(x, corners, self.part_size)
-        paw = self.paw
-        scores = torch.cat((paw.whole(x).logits.unsqueeze(1), paw.parts(crops)), dim=1)
-        logits = paw.arl(paw.rsl(scores))
+        logits = self.logits_at(x, corners)
         size = corners * 0 + self.part_size  # not full_like: the exporter would fix its batch size
         boxes = torch.cat((corners, size), dim=-1)
         return CascadeOutput(torch.sigmoid(logits), boxes, logits, centres, heat)
