@@ -24,6 +24,7 @@ default (``torch.backends.cudnn.allow_tf32``), so a float32 matmul is not their 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 
@@ -90,8 +91,10 @@ def make_batch(cfg, batch_size: int, device: torch.device) -> dict:
             "centres": torch.rand(batch_size, NUM_ATTRIBUTES, 2, generator=g).to(device)}
 
 
-def build_step(stage: str, cfg, batch_size: int, device: torch.device, channels_last: bool = False):
-    """One training step of ``stage`` (``frl`` or ``finetune``) on a fixed batch, as a closure."""
+def build_step(stage: str, cfg, batch_size: int, device: torch.device, channels_last: bool = False,
+               cast=contextlib.nullcontext):
+    """One training step of ``stage`` (``frl`` or ``finetune``) on a fixed batch, as a closure;
+    its forward pass and loss inside ``cast()`` (``paw_ray.train.loop.autocast``), as the loop runs it."""
     prior = [0.3] * NUM_ATTRIBUTES
     if stage == "frl":
         task = build_frl_task(cfg, device, prior)
@@ -108,7 +111,8 @@ def build_step(stage: str, cfg, batch_size: int, device: torch.device, channels_
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], getattr(cfg, stage))
 
     def step() -> None:
-        loss, _ = task.loss(model, batch)
+        with cast():
+            loss, _ = task.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

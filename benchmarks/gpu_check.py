@@ -4,7 +4,10 @@
    and PaW on the GPU against the CPU; in ``tests/test_loop.py``: the loop's sums over
    NCCL), which must run, not skip;
 2. ``bench_roofline.py --device cuda`` at the demo and paper presets;
-3. the smoke main job with every stage placed on the GPU (``jobs/single_gpu.yaml``), its
+3. ``bench_gpu_stage.py``: the FRL stage's images/s against its training step alone, at the
+   demo and paper sizes (``RESULT gpu_stage_vs_step_demo`` / ``_paper``), and bf16 against
+   fp32 (``RESULT bf16_vs_fp32_step``);
+4. the smoke main job with every stage placed on the GPU (``jobs/single_gpu.yaml``), its
    per-stage breakdown (``run_breakdown.py``), and a check that each training stage (the
    five Ray Train stages and every part task) recorded GPU memory, i.e. ran on the GPU.
 
@@ -76,6 +79,9 @@ def main() -> int:
             ok, _ = step(f"roofline_{preset}", [py, os.path.join("benchmarks", "bench_roofline.py"),
                                                 "--device", "cuda", "--preset", preset], out, 600)
             failed += not ok
+
+    ok, _ = step("gpu_stage", [py, os.path.join("benchmarks", "bench_gpu_stage.py")], out, 900)
+    failed += not ok
 
     run_dir = os.path.join(out, "smoke")
     t0 = time.time()

@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS = {
     "stage": ("bench_stage.py", []),
     "input": ("bench_input.py", []),
+    "decode": ("bench_decode.py", []),
     "fanout": ("bench_fanout.py", []),
     "parts_cache": ("bench_parts_cache.py", []),
     "scaling": ("bench_scaling.py", []),

@@ -4,7 +4,9 @@ Reads ``<run>/manifest.json`` (``paw-ray train`` writes it): each stage record's
 ``wall_time_s`` and, in its metrics' per-epoch ``history``, the ``peak_rss_mb`` of the
 process that trained it (the Train workers' rank 0, each part task) and, for stages that
 trained on a GPU, its ``peak_gpu_mb``. Prints the stages with their share of the total
-and the largest peaks, and where a Ray cluster address is
+and the largest peaks, the training step's share of each loop (rank 0's ``step_s`` against
+``input_wait_s``) and the share of each Ray Train stage spent validating and checkpointing,
+and where a Ray cluster address is
 given, the object-store spilling reported by ``ray memory --stats-only``. The driver's
 own peak memory is not in the manifest.
 
@@ -30,15 +32,41 @@ def peak(metrics: dict[str, Any], key: str = "peak_rss_mb") -> float | None:
     return max(peaks) if peaks else None
 
 
+def busy_share(metrics: dict[str, Any]) -> float | None:
+    """The share of the training loop's time spent in training steps rather than waiting for
+    the next batch, over all epochs (rank 0 of a Train stage; all part tasks together)."""
+    history = metrics.get("history") or []
+    epochs = [e for h in history.values() for e in h] if isinstance(history, dict) else history
+    timed = [e for e in epochs if isinstance(e, dict) and "step_s" in e and "input_wait_s" in e]
+    total = sum(e["step_s"] + e["input_wait_s"] for e in timed)
+    return sum(e["step_s"] for e in timed) / total if total > 0 else None
+
+
+def validation_share(metrics: dict[str, Any], wall_time_s: float) -> float | None:
+    """The share of a Ray Train stage's wall time spent validating and checkpointing: each
+    epoch's ``val_s`` plus the gaps between one epoch's end and the next one's start (the
+    report and its checkpoint). None for ``parts`` and for runs that do not record it."""
+    history = metrics.get("history") or []
+    if isinstance(history, dict) or not history or not all("val_s" in e and "started_at" in e for e in history):
+        return None
+    gaps = sum(max(0.0, b["started_at"] - (a["started_at"] + a["epoch_time_s"])) for a, b in zip(history, history[1:]))
+    return (sum(e["val_s"] for e in history) + gaps) / wall_time_s if wall_time_s > 0 else None
+
+
 def breakdown(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage in pipeline order: stage, status, wall time, share, peak RSS and GPU memory."""
+    """One row per stage in pipeline order: stage, status, wall time, share, peak RSS and GPU
+    memory, the training step's share of the loop and the validation + checkpoint share."""
     records = manifest.get("stages", {})
     total = sum(r.get("wall_time_s", 0.0) for r in records.values()) or 1.0
-    return [{"stage": s, "status": records[s].get("status", ""), "wall_time_s": records[s].get("wall_time_s", 0.0),
-             "share": records[s].get("wall_time_s", 0.0) / total,
-             "peak_rss_mb": peak(records[s].get("metrics", {})),
-             "peak_gpu_mb": peak(records[s].get("metrics", {}), "peak_gpu_mb")}
-            for s in STAGES if s in records]
+    rows = []
+    for s in STAGES:
+        if s not in records:
+            continue
+        metrics, wall = records[s].get("metrics", {}), records[s].get("wall_time_s", 0.0)
+        rows.append({"stage": s, "status": records[s].get("status", ""), "wall_time_s": wall, "share": wall / total,
+                     "peak_rss_mb": peak(metrics), "peak_gpu_mb": peak(metrics, "peak_gpu_mb"),
+                     "busy": busy_share(metrics), "validation": validation_share(metrics, wall)})
+    return rows
 
 
 def format_breakdown(rows: list[dict[str, Any]]) -> str:
@@ -46,10 +74,15 @@ def format_breakdown(rows: list[dict[str, Any]]) -> str:
     def mb(value: float | None) -> str:
         return f"{value:.0f}" if value is not None else "-"
 
-    lines = [f"{'stage':10s} {'status':9s} {'wall s':>8s} {'share':>6s} {'peak RSS MB':>12s} {'peak GPU MB':>12s}"]
+    def pct(value: float | None) -> str:
+        return f"{value:.0%}" if value is not None else "-"
+
+    lines = [f"{'stage':10s} {'status':9s} {'wall s':>8s} {'share':>6s} {'peak RSS MB':>12s} {'peak GPU MB':>12s} "
+             f"{'step share':>10s} {'val+ckpt':>8s}"]
     for r in rows:
         lines.append(f"{r['stage']:10s} {r['status']:9s} {r['wall_time_s']:8.1f} {r['share']:6.1%} "
-                     f"{mb(r['peak_rss_mb']):>12s} {mb(r['peak_gpu_mb']):>12s}")
+                     f"{mb(r['peak_rss_mb']):>12s} {mb(r['peak_gpu_mb']):>12s} {pct(r.get('busy')):>10s} "
+                     f"{pct(r.get('validation')):>8s}")
     total = sum(r["wall_time_s"] for r in rows)
     peaks = [(r["peak_rss_mb"], r["stage"]) for r in rows if r["peak_rss_mb"] is not None]
     lines.append(f"{'total':10s} {'':9s} {total:8.1f} {'100%':>6s}")

@@ -85,6 +85,9 @@ class StageConfig:
     lr_schedule: str = "cosine"  # "cosine" (anneal to 0 over the epochs) | "constant"
     optimizer: str = "sgd"  # "sgd" (paper: momentum, weight decay) | "adamw" (small CPU presets)
     precision: str = "fp32"  # "fp32" | "bf16": autocast to bfloat16 on CUDA workers (CPU workers stay fp32)
+    # validate and checkpoint every k epochs, and always after the last (the weights do not
+    # depend on it; a crash loses at most k - 1 epochs)
+    val_every: int = _resource(1)
     num_workers: int = _resource(1)  # Ray Train workers (DDP)
     use_gpu: bool = _resource(False)
     cpus_per_worker: float = _resource(1.0)
@@ -404,6 +407,8 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.optimizer: {s.optimizer!r} is not one of sgd, adamw")
         if s.precision not in ("fp32", "bf16"):
             problems.append(f"{name}.precision: {s.precision!r} is not one of fp32, bf16")
+        if s.val_every < 1:
+            problems.append(f"{name}.val_every: must be >= 1 (validate every k epochs), got {s.val_every}")
         if s.lr_schedule not in ("cosine", "constant"):
             problems.append(f"{name}.lr_schedule: {s.lr_schedule!r} is not one of cosine, constant")
     if cfg.parts.num_cpus <= 0 and cfg.parts.num_gpus <= 0:

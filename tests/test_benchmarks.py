@@ -104,6 +104,20 @@ def test_manifest_breakdown():
     assert [r["peak_rss_mb"] for r in rows] == [950.5, 1200.0, None]
     assert [r["peak_gpu_mb"] for r in rows] == [None, 96.5, None], "GPU memory only where a stage used one"
     assert [round(r["share"], 2) for r in rows] == [0.6, 0.3, 0.1]
+    assert [r["busy"] for r in rows] == [None, None, None], "no step timings recorded"
     text = run_breakdown.format_breakdown(rows)
     assert "total" in text and "1200 MB (parts)" in text
     assert "not measured" in run_breakdown.spilling(None)
+
+
+def test_breakdown_step_and_validation_shares():
+    history = [{"epoch": 0, "started_at": 100.0, "epoch_time_s": 10.0, "val_s": 1.0, "step_s": 6.0, "input_wait_s": 2.0},
+               {"epoch": 1, "started_at": 112.0, "epoch_time_s": 8.0, "val_s": 0.0, "step_s": 7.0, "input_wait_s": 1.0}]
+    parts = {"0": [{"epoch": 0, "step_s": 3.0, "input_wait_s": 1.0}], "1": [{"epoch": 0, "step_s": 1.0, "input_wait_s": 3.0}]}
+    manifest = {"stages": {"frl": {"status": "complete", "wall_time_s": 30.0, "metrics": {"history": history}},
+                           "parts": {"status": "complete", "wall_time_s": 8.0, "metrics": {"history": parts}}}}
+    frl, part = run_breakdown.breakdown(manifest)
+    assert frl["busy"] == pytest.approx(13 / 16) and part["busy"] == pytest.approx(4 / 8)
+    # validation 1 s + the 2 s gap between epoch 0's end (110) and epoch 1's start (112), of 30 s
+    assert frl["validation"] == pytest.approx(3 / 30) and part["validation"] is None
+    assert "81%" in run_breakdown.format_breakdown([frl, part])

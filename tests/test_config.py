@@ -34,6 +34,8 @@ def test_set_overrides_parse_types():
     ("parts.source=random", "parts.source: 'random' is not one of frl, grid"),
     ("student=snet9", "student: 'snet9' is not one of"),
     ("frl.lr=0", "frl.lr: must be > 0"),
+    ("parts.val_every=0", "parts.val_every: must be >= 1"),
+    ("frl.precision=fp16", "frl.precision: .fp16. is not one of fp32, bf16"),
     ("frl", "expected section.key=value"),
 ])
 def test_bad_overrides_name_the_key(item, message):

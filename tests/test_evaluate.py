@@ -87,3 +87,17 @@ def test_markdown_table_layout():
     assert header.count("|") == 40 + 3 and "5 o Clock Shadow" in header and "**mean**" in header
     for row in ROWS:
         assert any(line.startswith(f"| {row} |") for line in md.splitlines())
+
+
+def test_training_curves_plot_validation_only_at_the_epochs_that_validated():
+    from paw_ray.eval.figures import curves_figure
+
+    # val_every=2 over 5 epochs: validated after epochs 2, 4 and the last
+    history = [{"epoch": e, "train_loss": 1.0 / (e + 1)} for e in range(5)]
+    for e, acc in ((1, 0.6), (3, 0.7), (4, 0.75)):
+        history[e]["val_mean_accuracy"] = acc
+    fig = curves_figure({"frl": history}, {}, "test run")
+    loss_ax, val_ax = fig.axes[0], fig.axes[1]
+    assert list(loss_ax.lines[0].get_xdata()) == [1, 2, 3, 4, 5]
+    assert list(val_ax.lines[0].get_xdata()) == [2, 4, 5]
+    assert list(val_ax.lines[0].get_ydata()) == pytest.approx([60, 70, 75])

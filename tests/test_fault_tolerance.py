@@ -1,7 +1,8 @@
 """Faults inside a stage, for real, on the module's local Ray (``ray_local``):
 
 - a Ray Train worker process killed by its pid mid-stage: ``FailureConfig`` restarts the
-  worker group, which resumes from the last reported checkpoint — the stage's recorded
+  worker group, which resumes from the last reported checkpoint (every second epoch,
+  ``val_every=2``) — the stage's recorded
   history shows epochs 0..k run by attempt 0 and the rest by attempt 1, and each attempt
   streams its first epoch and rebuilds its decoded cache from it;
 - a part task's process killed by its pid after its first epoch's checkpoint: Ray retries
@@ -100,7 +101,7 @@ def wait_for(what: str, predicate, timeout: float, every: float = 0.05):
 def test_killed_train_worker_resumes_from_the_last_checkpoint(data_dir, tmp_path):
     epochs = 6
     cfg = C.apply_overrides(C.preset("smoke"), SETS + [f"data.path={data_dir}", f"frl.epochs={epochs}",
-                                                       "frl.max_failures=1"])
+                                                       "frl.max_failures=1", "frl.val_every=2"])
     run_dir = str(tmp_path / "run")
     job = Background(lambda: train(cfg, run_dir, stages=["frl"], log=lambda m: None))
 
@@ -125,6 +126,10 @@ def test_killed_train_worker_resumes_from_the_last_checkpoint(data_dir, tmp_path
     assert epochs_run == list(range(epochs)), "every epoch once: none lost, none redone"
     resumed_at = attempts.index(1)
     assert 1 <= resumed_at < epochs and attempts == [0] * resumed_at + [1] * (epochs - resumed_at)
+    # val_every=2: validated and checkpointed after epochs 1, 3 and 5, so the new attempt
+    # resumed after one of those (the epochs past it that the killed attempt ran are redone)
+    assert [h["epoch"] for h in history if "val_mean_accuracy" in h] == [1, 3, 5]
+    assert resumed_at % 2 == 0
     # each attempt streams its first epoch and serves the rest from the cache it rebuilt
     sources = [h["input"] for h in history]
     print(f"[train worker kill] inputs by epoch: {sources}")

@@ -15,7 +15,7 @@ from paw_ray.data import shards
 from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD, StreamStats, flip_decisions, model_batch
 from paw_ray.data.cache import choose_placement
 from paw_ray.data.feed import EpochFeed
-from paw_ray.data.pipeline import CentresTable, image_stream, window_corners
+from paw_ray.data.pipeline import CentresTable, decode_batch, decode_image, decode_pil, image_stream, window_corners
 
 N_TRAIN, N_TEST, SIZE = 200, 20, 32
 CORRUPT_ID = "img-0007"
@@ -130,6 +130,35 @@ def test_flips_change_between_epochs_but_not_between_runs(ray_local, data_dir):
     assert f0 != f1, "a new epoch draws new flips"
     again = _epoch(feed(), 0)
     assert dict(zip(again["image_id"], again["flipped"])) == f0, "same seed, same first epoch"
+
+
+def _encoded(fmt: str, size: int) -> tuple[np.ndarray, bytes]:
+    rng = np.random.default_rng(size)
+    smooth = np.kron(rng.integers(0, 256, (size // 4, size // 4, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(smooth).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return smooth, buf.getvalue()
+
+
+def test_decoders_give_the_stored_pixels_as_uint8_chw():
+    pixels, png = _encoded("PNG", 48)
+    np.testing.assert_array_equal(decode_image(png, 48), pixels.transpose(2, 0, 1))
+    _, jpeg = _encoded("JPEG", 48)
+    fast, reference = decode_image(jpeg, 48), decode_pil(jpeg, 48)  # libjpeg-turbo through torchvision vs PIL
+    assert fast.dtype == np.uint8 and fast.shape == (3, 48, 48)
+    assert np.abs(fast.astype(int) - reference).max() <= 1
+    _, big = _encoded("JPEG", 96)  # stored larger than the training size: PIL, scaled in the DCT
+    np.testing.assert_array_equal(decode_image(big, 48), decode_pil(big, 48))
+    assert decode_image(big, 48).shape == (3, 48, 48)
+
+
+def test_a_truncated_jpeg_is_a_failed_row_not_an_error():
+    _, jpeg = _encoded("JPEG", 32)
+    table = shards.rows_to_table({"image_id": ["ok", "cut"], "split": ["train"] * 2, "image": [jpeg, jpeg[:200]],
+                                  "labels": [_labels(0)] * 2, "face_box": [[0, 0, 32, 32]] * 2,
+                                  "part_boxes_gt": [None, None]})
+    out = decode_batch(table, image_size=32)
+    assert out["ok"].tolist() == [True, False] and out["image"].shape == (2, 3, 32, 32)
 
 
 def test_corrupt_image_is_counted_not_fatal(ray_local, data_dir):

@@ -38,7 +38,8 @@ from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.errors import PawRayError
 
-__all__ = ["CentresTable", "image_stream", "decode_batch", "window_corners"]
+__all__ = ["CentresTable", "image_stream", "decode_batch", "decode_image", "decode_pil", "decode_torchvision",
+           "window_corners"]
 
 
 @dataclass
@@ -79,16 +80,48 @@ def window_corners(centres: np.ndarray, image_size: int, part_size: int) -> np.n
     return np.clip(corners, 0, image_size - part_size)
 
 
-def _decode_one(data: bytes, image_size: int):
+def decode_image(data: bytes, image_size: int) -> np.ndarray:
+    """The stream's decoder: encoded image -> uint8 (3, S, S) RGB.
+
+    A JPEG stored at the training size (CelebA shards) goes to libjpeg-turbo through
+    torchvision, which decodes the same pixels as PIL faster; PNG (SynthFaces), anything
+    else, and a JPEG to be resized go through PIL, which scales a large JPEG in the DCT
+    (``benchmarks/bench_decode.py`` measures the two)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        if im.format == "JPEG" and im.size == (image_size, image_size):
+            return decode_torchvision(data)
+        return _pil_pixels(im, image_size)
+
+
+def decode_pil(data: bytes, image_size: int) -> np.ndarray:
+    """Encoded image -> uint8 (3, S, S) RGB with PIL alone."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        if im.format == "JPEG":
-            im.draft("RGB", (image_size, image_size))
-        im = im.convert("RGB")
-        if im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
-        return np.asarray(im, dtype=np.uint8)
+        return _pil_pixels(im, image_size)
+
+
+def _pil_pixels(im, image_size: int) -> np.ndarray:
+    from PIL import Image
+
+    if im.format == "JPEG":
+        im.draft("RGB", (image_size, image_size))  # DCT scaling when at least twice the size
+    im = im.convert("RGB")
+    if im.size != (image_size, image_size):
+        im = im.resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_torchvision(data: bytes) -> np.ndarray:
+    """Encoded image -> uint8 (3, H, W) RGB at its stored size with
+    ``torchvision.io.decode_image`` (libjpeg-turbo, libpng)."""
+    import torch
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as decode
+
+    return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB).numpy()
 
 
 def decode_batch(
@@ -109,11 +142,11 @@ def decode_batch(
     ids = np.asarray(batch.column("image_id").to_pylist(), dtype=object)
     labels = pc.list_flatten(batch.column("labels")).to_numpy(zero_copy_only=False)
     labels = labels.astype(np.int8).reshape(n, NUM_ATTRIBUTES)
-    images = np.zeros((n, image_size, image_size, 3), dtype=np.uint8)
+    images = np.zeros((n, 3, image_size, image_size), dtype=np.uint8)
     ok = np.ones(n, dtype=bool)
     for i, data in enumerate(batch.column("image").to_pylist()):
         try:
-            images[i] = _decode_one(data, image_size)
+            images[i] = decode_image(data, image_size)
         except Exception:  # noqa: BLE001 - any undecodable bytes: counted downstream
             ok[i] = False
 
@@ -130,9 +163,9 @@ def decode_batch(
             corners = window_corners(c[:, part], image_size, part_size)
             rows = corners[:, 1][:, None] + np.arange(part_size)[None, :]
             cols = corners[:, 0][:, None] + np.arange(part_size)[None, :]
-            images = images[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+            images = images[np.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]].transpose(0, 3, 1, 2)
 
-    out["image"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    out["image"] = np.ascontiguousarray(images)
     return out
 
 

@@ -145,7 +145,8 @@ def arl_figure(arl_weight: np.ndarray, run_label: str):
 
 
 def curves_figure(histories: dict[str, list[dict]], part_histories: dict[int, list[dict]], run_label: str):
-    """Top row: training loss per epoch; bottom row: validation mean accuracy — one column
+    """Top row: training loss per epoch; bottom row: validation mean accuracy (at the epochs
+    that validated) — one column
     per Ray Train stage and one for the 40 part subnets (a thin line each)."""
     stages = [s for s in TRAIN_STAGES if histories.get(s)]
     cols = stages + (["parts"] if part_histories else [])
@@ -158,7 +159,9 @@ def curves_figure(histories: dict[str, list[dict]], part_histories: dict[int, li
             epochs = [e["epoch"] + 1 for e in h]
             style = dict(marker="o", markersize=3) if name != "parts" else dict(linewidth=0.7, alpha=0.6)
             axes[0, k].plot(epochs, [e["train_loss"] for e in h], **style)
-            axes[1, k].plot(epochs, [100 * e["val_mean_accuracy"] for e in h], **style)
+            validated = [e for e in h if "val_mean_accuracy" in e]  # every val_every-th epoch and the last
+            axes[1, k].plot([e["epoch"] + 1 for e in validated], [100 * e["val_mean_accuracy"] for e in validated],
+                            **style)
         label = f"parts (40 subnets)" if name == "parts" else name
         axes[0, k].set_title(label, fontsize=9)
         axes[0, k].set_ylabel("train loss" if k == 0 else "")

@@ -173,14 +173,15 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
                        placement=placement))
 
     for epoch in range(start_epoch, max(epochs, 1)):
+        last = epoch == max(epochs, 1) - 1
+        checkpointed = last or (epoch + 1) % scfg.val_every == 0
         metrics = run_epoch(model, task, optimizer, scfg, epoch=epoch, epochs=epochs, attempt=attempt,
                             device=device, max_steps=cfg.max_steps, feeds=feeds, train=bool(trainable),
-                            log_prefix=f"[{stage}]" if rank == 0 else None)
+                            validation=checkpointed, log_prefix=f"[{stage}]" if rank == 0 else None)
         metrics["workers"] = world
         metrics["nodes"] = sorted(set(nodes))
         history.append(metrics)
-        last = epoch == max(epochs, 1) - 1
-        if rank == 0:
+        if rank == 0 and checkpointed:
             state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                      "epoch": epoch, "history": history, "attempt": attempt}
             if last:
@@ -194,10 +195,10 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
 
 def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: int, attempt: int, device,
               max_steps: int, feeds: tuple[EpochFeed, EpochFeed], train: bool = True,
-              log_prefix: str | None = None) -> dict[str, Any]:
+              validation: bool = True, log_prefix: str | None = None) -> dict[str, Any]:
     """Set the epoch's learning rate, train over the training feed's epoch (not when ``epochs``
-    is 0 or ``train`` is False), validate over the validation feed's; return the epoch's
-    metrics (summed across DDP workers)."""
+    is 0 or ``train`` is False), validate over the validation feed's (when ``validation``);
+    return the epoch's metrics (summed across DDP workers; no ``val_*`` without validation)."""
     t0 = time.time()
     lr = epoch_lr(scfg.lr, scfg.lr_schedule, epoch, epochs)
     for group in optimizer.param_groups:
@@ -208,8 +209,12 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
     cast = autocast(device, scfg.precision)
     run = train_epoch(model, task, optimizer, train_feed.epoch(epoch, stats), max_steps, cast) \
         if epochs > 0 and train else TrainedEpoch()
-    val_stats = StreamStats()
-    val = validate(model, task, val_feed.epoch(epoch, val_stats), val_stats, device, max_steps, cast)
+    t_val = time.time()
+    val = {"decode_failures": 0}
+    if validation:
+        val_stats = StreamStats()
+        val = validate(model, task, val_feed.epoch(epoch, val_stats), val_stats, device, max_steps, cast)
+    val_s = time.time() - t_val
     counts = _all_reduce(torch.tensor([run.loss_sum, run.steps, stats.rows, stats.decode_failures],
                                       dtype=torch.float64), device)
     metrics = {
@@ -220,8 +225,6 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
         "train_steps": int(counts[1]),
         "train_rows": int(counts[2]),
         "decode_failures": int(counts[3] + val["decode_failures"]),
-        "val_loss": val["loss"],
-        "val_mean_accuracy": val["mean_accuracy"],
         "epoch_time_s": round(time.time() - t0, 2),
         "started_at": round(t0, 3),
         # where this worker's training batches came from, how long it waited for them (the
@@ -230,8 +233,11 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
         "input_wait_s": round(run.wait_s, 3),
         "first_batch_s": round(run.first_batch_s, 3),
         "step_s": round(run.step_s, 3),
+        "val_s": round(val_s, 3),
         "peak_rss_mb": peak_rss_mb(),
     }
+    if validation:
+        metrics["val_loss"], metrics["val_mean_accuracy"] = val["loss"], val["mean_accuracy"]
     if getattr(device, "type", "") == "cuda":
         metrics["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     if metrics["decode_failures"] and log_prefix:

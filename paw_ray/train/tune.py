@@ -216,6 +216,7 @@ def _make_driver(stage: str, cfg_dict: dict, data_dir: str, identity: str, input
                 super().after_report(run_context, scalars, checkpoint)
 
         cfg = C.from_dict({stage: dict(trial_values)}, base=C.from_dict(cfg_dict))
+        getattr(cfg, stage).val_every = 1  # the scheduler compares trials on every epoch's metric
         fp = stage_fingerprint(cfg, stage, identity, input_fps)
         trial_dir = storage.join(trials_dir, ray.tune.get_context().get_trial_id())
         artifact, metrics = _run_ray_train_stage(stage, cfg, data_dir, trial_dir, fp, inputs,

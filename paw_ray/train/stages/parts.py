@@ -111,12 +111,15 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                        placement=placement, spill_dir=tempfile.gettempdir()))
     t0 = time.time()
     for epoch in range(start_epoch, max(epochs, 1)):
+        checkpointed = epoch == max(epochs, 1) - 1 or (epoch + 1) % pc.val_every == 0
         metrics = run_epoch(model, task, optimizer, pc, epoch=epoch, epochs=epochs, attempt=attempt, device=device,
-                            max_steps=cfg.max_steps, feeds=feeds, log_prefix=f"[parts] part {part:02d}")
+                            max_steps=cfg.max_steps, feeds=feeds, validation=checkpointed,
+                            log_prefix=f"[parts] part {part:02d}")
         history.append(metrics)
-        save_state(ckpt_location, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch, "history": history, "attempt": attempt,
-                                   "fingerprint": fingerprint})
+        if checkpointed:
+            save_state(ckpt_location, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "epoch": epoch, "history": history, "attempt": attempt,
+                                       "fingerprint": fingerprint})
     save_state(storage.join(here, "model.pt"), {k: v.cpu() for k, v in model.state_dict().items()})
     ctx = ray.get_runtime_context()
     record = {"part": part, "attribute": ATTRIBUTES[part], "fingerprint": fingerprint,
