@@ -248,6 +248,7 @@ def test_export_matches_the_pytorch_cascade(smoke_run, test_rows, tmp_path, caps
     import torch
 
     from paw_ray.eval.report import sample_faces
+    from paw_ray.models.parts import part_windows
     from paw_ray.serve.export import PARITY_ATOL, deployable_cascade, run_exported
 
     out = tmp_path / fmt
@@ -273,7 +274,8 @@ def test_export_matches_the_pytorch_cascade(smoke_run, test_rows, tmp_path, caps
         peak = up.max(dim=-1, keepdim=True).values
         on_peak = up >= peak - 1e-5 * (1 + peak.abs())
         cells = torch.arange(s * s)
-        corner_of_cell = (torch.stack((cells % s, cells // s), dim=-1) - p // 2).clamp(0, s - p)  # (S*S, 2)
+        cell_centres = torch.stack(((cells % s + 0.5) / s, (cells // s + 0.5) / s), dim=-1)
+        corner_of_cell = part_windows(cell_centres.unsqueeze(0), s, p)[0]  # (S*S, 2), the cascade's own rule
         exported_corners = torch.from_numpy(boxes[..., :2]).long()
         matches = (corner_of_cell.view(1, 1, -1, 2) == exported_corners.unsqueeze(2)).all(-1)  # (B, 40, S*S)
         assert (matches & on_peak).any(-1).all(), "an exported window is not on a heatmap maximum"

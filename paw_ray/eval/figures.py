@@ -145,9 +145,9 @@ def arl_figure(arl_weight: np.ndarray, run_label: str):
 
 
 def curves_figure(histories: dict[str, list[dict]], part_histories: dict[int, list[dict]], run_label: str):
-    """Top row: training loss per epoch; bottom row: validation mean accuracy (at the epochs
-    that validated) — one column
-    per Ray Train stage and one for the 40 part subnets (a thin line each)."""
+    """Top row: training loss per epoch; bottom row: validation mean accuracy at the epochs
+    that validated (``val_every``) — one column per Ray Train stage and one for the 40 part
+    subnets (a thin line each)."""
     stages = [s for s in TRAIN_STAGES if histories.get(s)]
     cols = stages + (["parts"] if part_histories else [])
     if not cols:

@@ -31,7 +31,7 @@ from paw_ray.data.feed import EpochFeed
 from paw_ray.train.checkpoints import load_state, save_state
 
 __all__ = ["TrainTask", "train_worker_loop", "make_optimizer", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
-           "per_attribute_correct", "peak_rss_mb", "channels_last", "describe_placement"]
+           "per_attribute_correct", "peak_rss_mb", "channels_last", "describe_placement", "validates"]
 
 STATE_FILE = "state.pt"
 
@@ -95,6 +95,11 @@ def describe_placement(placement: str | None, nbytes: int, budget_mb: float, epo
         return f"input: streamed from Ray Data every epoch ({size}, {why})"
     where = {"gpu": "on the GPU", "host": "in host memory", "disk": "in a memory-mapped file on local disk"}
     return f"input: first epoch streamed, later epochs from the decoded cache {where[placement]} ({size})"
+
+
+def validates(epoch: int, epochs: int, val_every: int) -> bool:
+    """Whether ``epoch`` validates and checkpoints: every ``val_every``-th epoch and the last."""
+    return epoch == max(epochs, 1) - 1 or (epoch + 1) % val_every == 0
 
 
 def autocast(device, precision: str):
@@ -174,7 +179,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, max(epochs, 1)):
         last = epoch == max(epochs, 1) - 1
-        checkpointed = last or (epoch + 1) % scfg.val_every == 0
+        checkpointed = validates(epoch, epochs, scfg.val_every)
         metrics = run_epoch(model, task, optimizer, scfg, epoch=epoch, epochs=epochs, attempt=attempt,
                             device=device, max_steps=cfg.max_steps, feeds=feeds, train=bool(trainable),
                             validation=checkpointed, log_prefix=f"[{stage}]" if rank == 0 else None)

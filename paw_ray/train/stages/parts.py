@@ -62,7 +62,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     from paw_ray.data.feed import EpochFeed
     from paw_ray.data.pipeline import image_stream
     from paw_ray.models.students import SNet
-    from paw_ray.train.loop import TrainTask, channels_last, describe_placement, make_optimizer, run_epoch
+    from paw_ray.train.loop import TrainTask, channels_last, describe_placement, make_optimizer, run_epoch, validates
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
@@ -111,7 +111,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                        placement=placement, spill_dir=tempfile.gettempdir()))
     t0 = time.time()
     for epoch in range(start_epoch, max(epochs, 1)):
-        checkpointed = epoch == max(epochs, 1) - 1 or (epoch + 1) % pc.val_every == 0
+        checkpointed = validates(epoch, epochs, pc.val_every)
         metrics = run_epoch(model, task, optimizer, pc, epoch=epoch, epochs=epochs, attempt=attempt, device=device,
                             max_steps=cfg.max_steps, feeds=feeds, validation=checkpointed,
                             log_prefix=f"[parts] part {part:02d}")
