@@ -1,6 +1,6 @@
 """The 40 CelebA attributes, in the order of ``list_attr_celeba.txt``.
 
-Each attribute carries the face region where it lives (SYNTHFACES.md's table) and
+Each attribute carries the face region where it lives (docs/synthfaces.md, "Cues") and
 whether it is *local* (it has a place on the face: eyes, brows, nose, mouth, lips,
 chin, cheeks, ears, neck, hair line, head top) or *global* (a property of the whole
 face or image). Local attributes are the ones whose FRL part centre can be scored

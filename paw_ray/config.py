@@ -7,9 +7,10 @@ the run manifest hashes exactly the fields a stage's result depends on
 *where* work runs (workers, GPUs, CPUs) and not *what* it computes: changing them
 never invalidates a finished stage.
 
-The ``paper`` preset is DESIGN.md §1: 224x224 inputs, TNet FRL, SNet3 subnets, 64x64
-parts; SGD with momentum 0.9 and weight decay 5e-4; FRL lr 1e-4 for 10 epochs at batch
-128, part subnets 15 epochs, fusion lr 0.1, fine-tuning lr 1e-3.
+The ``paper`` preset is the paper's method (docs/architecture.md, "The method in
+numbers"): 224x224 inputs, TNet FRL, SNet3 subnets, 64x64 parts; SGD with momentum 0.9
+and weight decay 5e-4; FRL lr 1e-4 for 10 epochs at batch 128, part subnets 15 epochs,
+fusion lr 0.1, fine-tuning lr 1e-3.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class Config:
     student_width: float = 1.0
     max_steps: int = 0  # >0: at most this many optimiser steps per stage (dry run)
     data: DataConfig = field(default_factory=DataConfig)
-    # Defaults = the paper preset: DESIGN.md §1's schedule with constant learning rates.
+    # Defaults = the paper preset: the paper's schedule (docs/architecture.md, "The method in numbers"),
+    # with constant learning rates.
     frl: FRLConfig = field(default_factory=lambda: FRLConfig(
         epochs=10, lr=1e-4, batch_size=128, lr_schedule="constant"))
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)

@@ -1,5 +1,6 @@
 """A real multi-node Ray cluster on this machine, for tests: a head and worker nodes started
-with ``ray start`` as separate processes on 127.0.0.1, with token auth (DESIGN.md §3).
+with ``ray start`` as separate processes on 127.0.0.1, with token auth (docs/architecture.md,
+"How Ray is used").
 
 Stopping it never touches anyone else's Ray. ``ray stop`` would: it stops every Ray
 process on the machine (other test sessions' too) and has no option to pick one

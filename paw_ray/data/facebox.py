@@ -1,4 +1,4 @@
-"""The face-box rule for in-the-wild CelebA (DESIGN.md §1, "Input"), as small pure functions.
+"""The face-box rule for in-the-wild CelebA (docs/data-format.md, "Face boxes"), as small pure functions.
 
 Boxes are ``x, y, w, h`` in source-image pixels, with the pixel grid convention that
 pixel ``i`` covers ``[i, i + 1)``; every function takes arrays of shape ``(..., 4)``

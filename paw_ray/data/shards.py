@@ -1,4 +1,4 @@
-"""The one shard format every data source is written in (DESIGN.md §2, Data).
+"""The one shard format every data source is written in (docs/data-format.md).
 
 A data set is a folder (or URI) holding Parquet shards and a ``dataset.json``::
 

@@ -1,5 +1,5 @@
 """SynthFaces: the embedded default data set — unaligned synthetic faces whose 40 CelebA
-attributes are drawn as visible cues at known places (``../shared/SYNTHFACES.md``).
+attributes are drawn as visible cues at known places (``docs/synthfaces.md``).
 
 Generator (``GENERATOR_VERSION`` 2)
 =================================
@@ -47,8 +47,9 @@ Cues (sizes in face units; at 96 px one unit is 13-28 px, 20 px on average):
   (radius 0.018-0.026, alpha 0.3) over the jaw band (the beard region). With
   No_Beard = 0 the face gets this stubble, denser (tint 0.2, 90 dots, alpha 0.4),
   instead of a full beard: in CelebA 72 % of 5_o_Clock_Shadow faces are labelled
-  No_Beard = 0, i.e. stubble counts as a beard. (Change vs SYNTHFACES.md; in version 1
-  the beard hid the shadow, which made most positives invisible.)
+  No_Beard = 0, i.e. stubble counts as a beard. (A change from the first design, see
+  docs/synthfaces.md; in version 1 the beard hid the shadow, which made most positives
+  invisible.)
 - Arched_Eyebrows: brow centre line raised by 0.12 in an arch peaking at 55 % of the
   brow's length, outer end dropping (else nearly flat, 0.03).
 - Attractive (global, subtle): positive = symmetric face and clean skin; negative =
@@ -94,8 +95,9 @@ Cues (sizes in face units; at 96 px one unit is 13-28 px, 20 px on average):
   hair) over the hair mask; neither: plain hair.
 - Wearing_Earrings (small): ONE earring, at the ear lobe of a random side: a stud
   (radius 0.065), hoop or drop, in gold, silver or a bright colour; ~2-4 px at 96 px.
-  (Change vs SYNTHFACES.md: one visible earring, as in CelebA's partly turned faces, so
-  its box is tight around the small cue instead of spanning the whole face.)
+  (A change from the first design, see docs/synthfaces.md: one visible earring, as in
+  CelebA's partly turned faces, so its box is tight around the small cue instead of
+  spanning the whole face.)
 - Wearing_Hat: a brimmed hat or a beanie over the head top.
 - Wearing_Lipstick: red, deep red or pink lips (else lips a little darker than skin).
 - Wearing_Necklace (small): 9-13 beads (radius 0.05, ~1 px at 96 px) on a thin chain in

@@ -1,7 +1,7 @@
 """The main job: the paper's schedule as stages over one run directory.
 
 ``train(cfg, run_dir)`` runs ``frl -> localize -> hint -> whole -> parts -> fusion ->
-finetune -> evaluate`` (DESIGN.md §2). Before each stage it compares the stage's
+finetune -> evaluate`` (docs/architecture.md, "Stages"). Before each stage it compares the stage's
 fingerprint (config + data + inputs) with the manifest: a stage complete for the same
 fingerprint is reused, anything else runs — so a rerun after a crash resumes, and a
 changed config reruns the stages it touches and those after them.

@@ -1,10 +1,11 @@
 """``paw-ray tune``: a Ray Tune search over one Ray Train stage's hyperparameters.
 
-Each trial is a Ray Train run driven the Ray 2.60 way (DESIGN.md §3): Tune runs a
-driver function per trial, which builds the stage's config with the trial's values and
-calls the pipeline's own ``run_train_stage`` with a ``TuneReportCallback``, so every
-epoch's ``ray.train.report`` (``val_mean_accuracy``, ...) reaches Tune and its
-scheduler (ASHA stops weak trials at its rungs; ``fifo`` runs every trial to its end).
+Each trial is a Ray Train run driven the Ray 2.60 way (docs/architecture.md, "How Ray is
+used"): Tune runs a driver function per trial, which builds the stage's config with the
+trial's values and calls the pipeline's own ``run_train_stage`` with a
+``TuneReportCallback``, so every epoch's ``ray.train.report`` (``val_mean_accuracy``, ...)
+reaches Tune and its scheduler (ASHA stops weak trials at its rungs; ``fifo`` runs every
+trial to its end).
 
 The stage's inputs come from the run directory: the upstream stages are run or reused
 first (``train(..., only=...)``: a stage complete for the config is not retrained), and
@@ -54,7 +55,8 @@ __all__ = ["run_tune", "default_space", "load_space", "TUNABLE_STAGES", "TuneErr
 TUNABLE_STAGES = ("frl", "hint", "whole", "fusion", "finetune")  # the Ray Train stages
 METRIC, MODE = "val_mean_accuracy", "max"
 # The trial's driver function mostly waits on its TorchTrainer; Tune refuses 0 CPUs for it
-# (DESIGN.md §3), so it takes a small share and leaves the rest to the Train workers.
+# (docs/architecture.md, "How Ray is used"), so it takes a small share and leaves the rest
+# to the Train workers.
 DRIVER_CPUS = 0.25
 SAMPLERS = ("loguniform", "uniform", "choice", "randint", "grid")
 

@@ -1,4 +1,4 @@
-"""The pipeline's stages (DESIGN.md §2): each a function of (config, run directory).
+"""The pipeline's stages (docs/architecture.md, "Stages"): each a function of (config, run directory).
 
 Ray Train stages (``frl``, ``hint``, ``whole``, ``fusion``, ``finetune``) provide a
 ``TrainTask`` for the shared epoch loop through ``build_task``; ``localize`` is a Ray
