@@ -245,11 +245,25 @@ def _add_output_parsers(sub) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+def package_version() -> str:
+    """The installed distribution's version; ``paw_ray.__version__`` (which pyproject.toml
+    reads at install time) when running from a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("paw_ray")
+    except PackageNotFoundError:
+        from paw_ray import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paw-ray",
         description="PaW cascade face-attribute network (Ding et al., AAAI 2018) on Ray.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="render SynthFaces shards (the embedded default data set)")
