@@ -77,7 +77,7 @@ def _train_config(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from paw_ray.train.run import parse_stages, train
-    from paw_ray.train.stages.evaluate import format_table, pointing_scope
+    from paw_ray.train.stages.evaluate import pointing_scope
 
     cfg = _train_config(args)
     run_dir = args.run_dir or f"runs/{cfg.preset}"

@@ -162,7 +162,7 @@ def curves_figure(histories: dict[str, list[dict]], part_histories: dict[int, li
             validated = [e for e in h if "val_mean_accuracy" in e]  # every val_every-th epoch and the last
             axes[1, k].plot([e["epoch"] + 1 for e in validated], [100 * e["val_mean_accuracy"] for e in validated],
                             **style)
-        label = f"parts (40 subnets)" if name == "parts" else name
+        label = "parts (40 subnets)" if name == "parts" else name
         axes[0, k].set_title(label, fontsize=9)
         axes[0, k].set_ylabel("train loss" if k == 0 else "")
         axes[1, k].set_ylabel("val mean accuracy (%)" if k == 0 else "")

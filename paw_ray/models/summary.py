@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from paw_ray.models.frl import FRL
-from paw_ray.models.paw import AttributeRelation, PartSubnets, PaW, RegionSwitch
+from paw_ray.models.paw import AttributeRelation, PaW, RegionSwitch
 from paw_ray.models.students import SNet
 
 __all__ = ["PAPER_PARAMS", "count_params", "model_summary", "format_summary"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paw_ray import storage
-from paw_ray.config import RESOURCE, Config
+from paw_ray.config import Config
 from paw_ray.errors import PawRayError
 
 __all__ = [

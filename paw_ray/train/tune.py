@@ -142,17 +142,18 @@ def check_space(space: dict[str, Any], cfg: C.Config, stage: str) -> None:
 def _to_tune(space: dict[str, Any]) -> dict[str, Any]:
     from ray import tune
 
+    samplers = {"loguniform": lambda v: tune.loguniform(v[0], v[1]),
+                "uniform": lambda v: tune.uniform(v[0], v[1]),
+                "choice": tune.choice,
+                "randint": lambda v: tune.randint(int(v[0]), int(v[1]) + 1),  # inclusive bounds
+                "grid": tune.grid_search}
     out = {}
     for key, spec in space.items():
         if not isinstance(spec, dict):
             out[key] = spec
             continue
         kind, v = next(iter(spec.items()))
-        out[key] = {"loguniform": lambda: tune.loguniform(v[0], v[1]),
-                    "uniform": lambda: tune.uniform(v[0], v[1]),
-                    "choice": lambda: tune.choice(v),
-                    "randint": lambda: tune.randint(int(v[0]), int(v[1]) + 1),
-                    "grid": lambda: tune.grid_search(v)}[kind]()
+        out[key] = samplers[kind](v)
     return out
 
 
@@ -235,7 +236,6 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
              space: dict[str, Any] | None = None, max_concurrent: int = 0,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Search ``stage``'s hyperparameters; write the summary and ``best.yaml``; return the summary."""
-    import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
