@@ -57,8 +57,8 @@ def main() -> None:
             if fmt == "PNG" and diff:
                 raise SystemExit(f"PNG decoders disagree by {diff} at {size}px")
             t = time_interleaved({
-                "pil": lambda: [decode_pil(d, size) for d in data],
-                "torchvision": lambda: [decode_torchvision(d) for d in data],
+                "pil": lambda data=data, size=size: [decode_pil(d, size) for d in data],
+                "torchvision": lambda data=data: [decode_torchvision(d) for d in data],
             }, repeats=repeats)
             print(f"[decode] {fmt} {size}px ({np.mean([len(d) for d in data]) / 1024:.1f} KiB/image): "
                   f"PIL {n / t['pil']:.0f} images/s, torchvision {n / t['torchvision']:.0f} images/s "

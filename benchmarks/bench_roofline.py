@@ -2,7 +2,7 @@
 machine's dense matmul FLOP rate, both measured in the same run with the same threads.
 
 A training step is what the trainers run (``paw_ray.train.loop.train_epoch``): the
-stage's own loss (``build_frl_task`` for ``frl``, ``build_paw_task`` for ``finetune``,
+stage's own loss (the ``build_task`` of ``stages.frl`` for ``frl``, of ``stages.paw`` for ``finetune``,
 PaW trained end to end), backward, and the stage's optimiser step. Its FLOPs are counted
 once with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls, forward
 and backward; elementwise ops are not counted, so the share is a lower bound on how busy
@@ -37,8 +37,8 @@ from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.models.paw import PaW
 from paw_ray.train.checkpoints import save_state
 from paw_ray.train.loop import channels_last as to_channels_last, make_optimizer
-from paw_ray.train.stages.frl import build_frl_task
-from paw_ray.train.stages.paw import build_paw_task
+from paw_ray.train.stages import frl as frl_stage
+from paw_ray.train.stages import paw as paw_stage
 
 
 def matmul(n: int, device: torch.device):
@@ -97,12 +97,12 @@ def build_step(stage: str, cfg, batch_size: int, device: torch.device, channels_
     its forward pass and loss inside ``cast()`` (``paw_ray.train.loop.autocast``), as the loop runs it."""
     prior = [0.3] * NUM_ATTRIBUTES
     if stage == "frl":
-        task = build_frl_task(cfg, device, prior)
+        task = frl_stage.build_task("frl", cfg, {}, device, prior)
     else:
         with tempfile.TemporaryDirectory() as d:
             location = os.path.join(d, "fusion.pt")
             save_state(location, PaW.from_config(cfg).state_dict())
-            task = build_paw_task(stage, cfg, {"fusion": location}, device)
+            task = paw_stage.build_task(stage, cfg, {"fusion": location}, device)
     model = task.model.train()
     batch = make_batch(cfg, batch_size, device)
     if channels_last:  # as the trainers do

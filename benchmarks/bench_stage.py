@@ -31,7 +31,6 @@ import math
 import tempfile
 import time
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
@@ -45,7 +44,7 @@ from paw_ray.data.pipeline import decode_batch, image_stream
 from paw_ray.train.loop import epoch_lr, make_optimizer
 from paw_ray.train.manifest import Manifest
 from paw_ray.train.run import train
-from paw_ray.train.stages.frl import build_frl_task
+from paw_ray.train.stages.frl import build_task
 
 
 def paw_stage(cfg) -> dict:
@@ -70,7 +69,7 @@ def plain_stage(cfg, data_dir: str, threads: int, workers: int) -> dict:
     scfg = cfg.frl
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    task = build_frl_task(cfg, torch.device("cpu"), shards.label_positive_rate(data_dir, "train"))
+    task = build_task("frl", cfg, {}, torch.device("cpu"), shards.label_positive_rate(data_dir, "train"))
     model = task.model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), scfg)
 

@@ -20,7 +20,8 @@ import subprocess
 from typing import Any
 
 from paw_ray import storage
-from paw_ray.train.manifest import MANIFEST_FILE, STAGES
+from paw_ray.train.manifest import MANIFEST_FILE
+from paw_ray.train.stage_table import STAGES
 
 
 def peak(metrics: dict[str, Any], key: str = "peak_rss_mb") -> float | None:

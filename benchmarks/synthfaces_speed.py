@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from paw_ray.attributes import ATTRIBUTES

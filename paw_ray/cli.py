@@ -7,6 +7,7 @@ import json
 import sys
 
 from paw_ray.errors import PawRayError
+from paw_ray.train.stage_table import STAGES, TRAIN_STAGES
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str = "demo") -> None:
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("train", help="run the training pipeline (the main job)",
-                       description="Run frl, localize, hint, whole, parts, fusion, finetune, evaluate on a "
+                       description=f"Run {', '.join(STAGES)} on a "
                                    "Ray cluster (a local one when no address is given). Stages complete "
                                    "for the same config in --run-dir are reused.")
     _add_config_args(p, default_preset="demo")
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "<run-dir>/tune/<stage>/{summary.json,summary.md,best.yaml}.")
     _add_config_args(p, default_preset="demo")
     _add_run_args(p)
-    p.add_argument("--stage", required=True, choices=["frl", "hint", "whole", "fusion", "finetune"],
+    p.add_argument("--stage", required=True, choices=TRAIN_STAGES,
                    help="the stage to tune")
     p.add_argument("--num-samples", type=int, default=4, metavar="N", help="trials to run (default 4)")
     p.add_argument("--scheduler", default="asha", choices=["asha", "fifo"],

@@ -46,6 +46,7 @@ __all__ = [
     "load_yaml",
     "from_dict",
     "to_dict",
+    "semantic_dict",
     "RESOURCE",
 ]
 
@@ -246,6 +247,18 @@ def preset(name: str) -> Config:
 
 # --------------------------------------------------------------------------- dict / YAML
 
+def semantic_dict(section: Any) -> dict[str, Any]:
+    """A config section as a dict without its placement-only (``RESOURCE``) fields: what a
+    stage's result depends on."""
+    out = {}
+    for f in dataclasses.fields(section):
+        if f.metadata.get("resource"):
+            continue
+        value = getattr(section, f.name)
+        out[f.name] = semantic_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
@@ -384,8 +397,9 @@ def validate(cfg: Config) -> None:
         problems.append(f"frl.pools: must be 1 to 4 (TNet's 2x2 pools), got {cfg.frl.pools}")
     if cfg.student_width <= 0:
         problems.append("student_width: must be > 0")
-    for name in ("frl", "hint", "whole", "parts", "fusion", "finetune"):
-        s: StageConfig = getattr(cfg, name)
+    for name, s in ((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)):
+        if not isinstance(s, StageConfig):  # the sections of the stages that train
+            continue
         if s.epochs < 0:
             problems.append(f"{name}.epochs: must be >= 0, got {s.epochs}")
         if s.lr <= 0:

@@ -28,7 +28,8 @@ from paw_ray.train.ablate import (
     summarize,
 )
 from paw_ray.train.checkpoints import save_state
-from paw_ray.train.manifest import STAGES, Manifest, StageRecord, stage_fingerprints, stage_inputs
+from paw_ray.train.manifest import Manifest, StageRecord, stage_fingerprints
+from paw_ray.train.stage_table import STAGES, stage_inputs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,14 +50,14 @@ def _batch(size: int) -> dict[str, torch.Tensor]:
 
 
 def test_mnl_branch_exists_only_when_on_and_is_dropped_after_training(tmp_path):
-    from paw_ray.train.stages.frl import build_frl_task, load_frl
+    from paw_ray.train.stages.frl import build_task, load_frl
 
     on = C.preset("smoke")
     off = C.apply_overrides(on, ["frl.mnl=false"])
     batch = _batch(on.data.image_size)
     artifacts = {}
     for cfg in (on, off):
-        task = build_frl_task(cfg, torch.device("cpu"), [0.3] * 40)
+        task = build_task("frl", cfg, {}, torch.device("cpu"), [0.3] * 40)
         model = task.model
         assert model.has_mnl == cfg.frl.mnl
         loss, logits = task.loss(model, batch)
@@ -298,7 +299,7 @@ def test_ablate_smoke_reuses_shared_stages(ray_local, tmp_path):
     on_disk = json.loads(open(os.path.join(out, "ablations.json")).read())
     assert on_disk == json.loads(json.dumps(summary))
     assert on_disk["complete"] and list(on_disk["variants"]) == ["baseline", "grid"]
-    for name, v in on_disk["variants"].items():
+    for v in on_disk["variants"].values():
         m = v["per_seed"]["0"]
         assert set(m["accuracy"]) == {"frl", "whole", "part", "paw"} and all(0 < a <= 100 for a in m["accuracy"].values())
         assert 0 <= m["pointing"] <= 100 and m["params"]["deployed"] > 0

@@ -91,7 +91,7 @@ def test_attribute_columns_in_another_order_are_reordered_by_name(tmp_path):
     fx = make_celeba(tmp_path, layout="csv")
     lines = fx.lines("attr")
     swap = lambda cells: [cells[0], cells[2], cells[1]] + cells[3:]  # noqa: E731
-    fx.rewrite("attr", lambda ls: [",".join(swap(l.split(","))) if l else l for l in ls])
+    fx.rewrite("attr", lambda ls: [",".join(swap(line.split(","))) if line else line for line in ls])
     assert fx.lines("attr")[0].startswith("image_id,Arched_Eyebrows,5_o_Clock_Shadow,") and lines != fx.lines("attr")
     ann = A.parse_attributes(str(fx.paths["attr"]))
     np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)
@@ -216,7 +216,7 @@ def test_attribute_csv_variants_are_read(tmp_path, name, variant, holds):
 
 def test_official_text_file_with_0_1_values(tmp_path):
     fx = make_celeba(tmp_path)
-    fx.rewrite("attr", lambda ls: ls[:2] + [l.replace("-1", " 0") for l in ls[2:]])
+    fx.rewrite("attr", lambda ls: ls[:2] + [line.replace("-1", " 0") for line in ls[2:]])
     assert fx.lines("attr")[2].startswith("000001.jpg ") and " 0" in fx.lines("attr")[2]
     assert "-1" not in fx.paths["attr"].read_text()
     np.testing.assert_array_equal(A.parse_attributes(str(fx.paths["attr"])).values, fx.labels * 2 - 1)
@@ -292,7 +292,7 @@ def test_csv_that_is_none_of_the_variants_is_refused_with_file_and_line(tmp_path
 
 def _cut_last_row(fx):
     def fn(lines):
-        lines = [l for l in lines if l.strip()]
+        lines = [line for line in lines if line.strip()]
         lines[-1] = lines[-1][: len(lines[-1]) // 2]
         return lines
     return fn
@@ -344,7 +344,7 @@ def test_bad_annotation_input_names_file_and_line(tmp_path, name, kind, mutate, 
 
 def test_id_in_attr_but_not_in_partition(tmp_path):
     fx = make_celeba(tmp_path)
-    fx.rewrite("partition", lambda ls: [l for l in ls if not l.startswith("000007.jpg")])
+    fx.rewrite("partition", lambda ls: [line for line in ls if not line.startswith("000007.jpg")])
     msg = _raises_at(lambda: _load(fx), fx.paths["attr"], 9, "image 000007.jpg is not in")
     assert str(fx.paths["partition"]) in msg
 
@@ -377,7 +377,7 @@ def test_allow_partial_keeps_the_consistent_rows_and_counts_the_rest(tmp_path):
     fx = make_celeba(tmp_path)
     fx.set_line("attr", 4, fx.lines("attr")[3][:-2] + " 5")  # 000002: bad attribute value
     fx.set_line("bbox", 5, "000003.jpg 1 2 3")  # 000003: wrong number of values
-    fx.rewrite("partition", lambda ls: [l for l in ls if not l.startswith("000004.jpg")])  # 000004: no split
+    fx.rewrite("partition", lambda ls: [line for line in ls if not line.startswith("000004.jpg")])  # 000004: no split
     fx.set_line("landmarks", 8, fx.lines("landmarks")[6])  # 000005 twice, 000006 gone
     fx.rewrite("partition", lambda ls: ls + ["000099.jpg 0"])  # a row for an image we do not know
     fx.set_line("bbox", 1, "15")  # count line disagrees: a warning in partial mode
@@ -628,7 +628,7 @@ def test_split_fraction_replaces_the_partition_file_whatever_the_row_order(tmp_p
                               split_fraction=(0.8, 0.1, 0.1))
     assert plan.ids == fx.ids and list(plan.splits) == list(C.split_by_id(fx.ids, (0.8, 0.1, 0.1)))
     assert {s: list(plan.splits).count(s) for s in shards.SPLITS} == {"train": 33, "val": 5, "test": 2}
-    fx.rewrite("attr", lambda ls: ls[:1] + [l for l in ls[1:] if l][::-1])  # the same rows, last first
+    fx.rewrite("attr", lambda ls: ls[:1] + [line for line in ls[1:] if line][::-1])  # the same rows, last first
     assert fx.lines("attr")[1].startswith("000040.jpg,")
     reordered = C.load_annotations(C.find_files(str(fx.root), aligned=True, need_partition=False),
                                    split_fraction=(0.8, 0.1, 0.1))

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from paw_ray.train.checkpoints import load_state
-from paw_ray.train.manifest import STAGES
+from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.parts import part_dir
 
 from ray_cluster import LocalCluster

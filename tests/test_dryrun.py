@@ -12,7 +12,8 @@ import torch
 
 from paw_ray import config as C
 from paw_ray import storage
-from paw_ray.train.manifest import STAGES, Manifest
+from paw_ray.train.manifest import Manifest
+from paw_ray.train.stage_table import STAGES
 from paw_ray.train.run import train
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from paw_ray import config as C
-from paw_ray.train.manifest import STAGES, Manifest, RunDirError, stage_fingerprints
+from paw_ray.train.manifest import Manifest, RunDirError, stage_fingerprints
+from paw_ray.train.stage_table import STAGES
 
 
 def _changed(a: dict, b: dict) -> list[str]:

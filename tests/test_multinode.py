@@ -17,7 +17,8 @@ import pytest
 
 from paw_ray import config as C
 from paw_ray import storage
-from paw_ray.train.manifest import STAGES, Manifest
+from paw_ray.train.manifest import Manifest
+from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.parts import part_dir
 
 from ray_cluster import LocalCluster

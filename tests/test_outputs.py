@@ -19,7 +19,7 @@ from paw_ray import config as C
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.serve.loading import open_run
-from paw_ray.train.manifest import semantic_dict
+from paw_ray.config import semantic_dict
 
 pytestmark = pytest.mark.slow
 

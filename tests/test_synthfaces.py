@@ -199,7 +199,7 @@ def test_synthesize_in_process_writes_the_shard_format(tmp_path):
     assert back == info
     rows = _rows(out)
     assert sorted(rows) == [f"synth-{i:07d}" for i in range(30)]
-    for i, (image_id, r) in enumerate(sorted(rows.items())):
+    for i, (_, r) in enumerate(sorted(rows.items())):
         split = "train" if i < 24 else "val" if i < 27 else "test"
         assert r["split"] == split
         img = Image.open(io.BytesIO(r["image"]))

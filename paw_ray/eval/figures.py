@@ -26,11 +26,10 @@ from paw_ray.eval.overlays import draw_heatmap, draw_part_boxes  # noqa: E402
 from paw_ray.train.stages.evaluate import pointing_scope  # noqa: E402
 
 __all__ = ["ROW_LABELS", "accuracy_figure", "heatmap_figure", "part_boxes_figure", "rsl_figure",
-           "rsl_whole_part", "arl_figure", "curves_figure", "pointing_figure", "TRAIN_STAGES"]
+           "rsl_whole_part", "arl_figure", "curves_figure", "pointing_figure"]
 
 ROW_LABELS = {"frl": "FRL branch", "whole": "Whole-only (g_0)", "part": "Part-only (g_j)",
               "paw": "PaW", "majority": "majority class"}
-TRAIN_STAGES = ("frl", "hint", "whole", "fusion", "finetune")
 _COLOURS = {"frl": "tab:purple", "whole": "tab:blue", "part": "tab:orange", "paw": "tab:red",
             "majority": "0.6"}
 
@@ -147,8 +146,8 @@ def arl_figure(arl_weight: np.ndarray, run_label: str):
 def curves_figure(histories: dict[str, list[dict]], part_histories: dict[int, list[dict]], run_label: str):
     """Top row: training loss per epoch; bottom row: validation mean accuracy at the epochs
     that validated (``val_every``) — one column per Ray Train stage and one for the 40 part
-    subnets (a thin line each)."""
-    stages = [s for s in TRAIN_STAGES if histories.get(s)]
+    subnets (a thin line each). ``histories``: Ray Train stage -> its history, in pipeline order."""
+    stages = [s for s, h in histories.items() if h]
     cols = stages + (["parts"] if part_histories else [])
     if not cols:
         raise ValueError("no stage has a training history")

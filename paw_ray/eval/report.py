@@ -21,7 +21,8 @@ import numpy as np
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, attribute_index
-from paw_ray.train.manifest import STAGES, RunDirError
+from paw_ray.train.manifest import RunDirError
+from paw_ray.train.stage_table import STAGES, TRAIN_STAGES
 from paw_ray.train.stages.evaluate import pointing_scope
 
 __all__ = ["write_report", "REPORT_DIR", "FIG4_ATTRIBUTES"]
@@ -194,7 +195,7 @@ def _fusion_layers(r: _Report) -> None:
 
 
 def _curves(r: _Report) -> None:
-    from paw_ray.eval.figures import TRAIN_STAGES, curves_figure
+    from paw_ray.eval.figures import curves_figure
 
     stages = r.run.manifest.stages
     hist = {s: stages[s].metrics.get("history", []) for s in TRAIN_STAGES if s in stages}

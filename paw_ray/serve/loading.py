@@ -17,7 +17,8 @@ from functools import cached_property
 
 from paw_ray import config as C
 from paw_ray import storage
-from paw_ray.train.manifest import MANIFEST_FILE, STAGES, Manifest, RunDirError
+from paw_ray.train.manifest import MANIFEST_FILE, Manifest, RunDirError
+from paw_ray.train.stage_table import STAGES
 
 __all__ = ["TrainedRun", "open_run", "CONFIG_FILE"]
 

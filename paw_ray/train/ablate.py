@@ -35,7 +35,8 @@ from typing import Any, Callable
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError
-from paw_ray.train.manifest import MANIFEST_FILE, STAGES, Manifest, stage_fingerprints
+from paw_ray.train.manifest import MANIFEST_FILE, Manifest, stage_fingerprints
+from paw_ray.train.stage_table import STAGES
 
 __all__ = ["Variant", "VARIANTS", "PAPER_DESIGN", "ablate", "adopt_shared_stages", "measure", "summarize",
            "machine", "format_ablations"]

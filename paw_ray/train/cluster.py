@@ -42,7 +42,7 @@ def check_placement_fits(cfg: Config) -> None:
     """
     import ray
 
-    from paw_ray.train.stages import TRAIN_STAGES
+    from paw_ray.train.stage_table import TRAIN_STAGES
 
     have = ray.cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)

@@ -15,12 +15,13 @@ attempt that ran it, so the resume point is visible.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,26 +30,13 @@ from paw_ray.data.batches import StreamStats
 from paw_ray.data.cache import choose_placement, row_bytes
 from paw_ray.data.feed import EpochFeed
 from paw_ray.train.checkpoints import load_state, save_state
+from paw_ray.train.stage_table import stage as stage_spec
+from paw_ray.train.task import TrainTask
 
-__all__ = ["TrainTask", "train_worker_loop", "make_optimizer", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
+__all__ = ["train_worker_loop", "make_optimizer", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
            "per_attribute_correct", "peak_rss_mb", "channels_last", "describe_placement", "validates"]
 
 STATE_FILE = "state.pt"
-
-
-@dataclass
-class TrainTask:
-    """What a stage plugs into the loop."""
-
-    model: nn.Module
-    # (model, batch) -> (loss, logits for accuracy (B, 40))
-    loss: Callable[[nn.Module, dict[str, Any]], tuple[torch.Tensor, torch.Tensor]]
-    # the trainable parameters (default: all that require grad)
-    parameters: Callable[[nn.Module], list[nn.Parameter]] | None = None
-    # put the model in training mode (e.g. keep frozen subnets' BatchNorm in eval)
-    train_mode: Callable[[nn.Module], None] | None = None
-    # the stage's artifact from the trained (unwrapped) model
-    artifact: Callable[[nn.Module], dict[str, Any]] | None = None
 
 
 def make_optimizer(params, scfg):
@@ -127,7 +115,6 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from paw_ray import config as C
-    from paw_ray.train.stages import build_task
 
     stage = loop_config["stage"]
     cfg = C.from_dict(loop_config["cfg"])
@@ -138,9 +125,10 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed * 1000 + rank)
     device = ray.train.torch.get_device()
 
+    # the stage's module, as the stage table names it (imported here, on the worker)
+    build_task = importlib.import_module(stage_spec(stage).module).build_task
     task = build_task(stage, cfg, loop_config["inputs"], device, loop_config["label_prior"])
-    params_of = task.parameters or (lambda m: [p for p in m.parameters() if p.requires_grad])
-    trainable = params_of(task.model)
+    trainable = [p for p in task.model.parameters() if p.requires_grad]
     channels_last(task.model)
     model = ray.train.torch.prepare_model(task.model) if trainable else task.model.to(device)
     optimizer = make_optimizer(trainable, scfg)
@@ -164,7 +152,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     epochs = 1 if cfg.max_steps > 0 else scfg.epochs
     per_worker_batch = max(1, scfg.batch_size // world)
     rows = loop_config["rows"]
-    nbytes = row_bytes(cfg.data.image_size, centres=stage in ("fusion", "finetune")) * sum(
+    nbytes = row_bytes(cfg.data.image_size, centres=stage_spec(stage).crops_at_centres) * sum(
         math.ceil(rows[s] / world) for s in ("train", "val"))
     epochs_left = max(epochs, 1) - start_epoch  # a cache pays only when this attempt runs more than one epoch
     placement = choose_placement(nbytes, cfg.data.cache_mb, device, consumers_on_node=ctx.get_local_world_size()) \
@@ -208,7 +196,7 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
     lr = epoch_lr(scfg.lr, scfg.lr_schedule, epoch, epochs)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    (task.train_mode or (lambda m: m.train()))(model)
+    model.train()
     stats = StreamStats()
     train_feed, val_feed = feeds
     cast = autocast(device, scfg.precision)

@@ -23,32 +23,16 @@ from typing import Any
 from paw_ray import storage
 from paw_ray.config import Config
 from paw_ray.errors import PawRayError
+from paw_ray.train.stage_table import STAGES, stage_inputs
+from paw_ray.train.stage_table import stage as stage_spec
 
 __all__ = [
-    "STAGES",
-    "STAGE_INPUTS",
     "Manifest",
     "StageRecord",
     "RunDirError",
     "stage_fingerprint",
     "stage_fingerprints",
-    "stage_inputs",
-    "semantic_dict",
 ]
-
-STAGES = ("frl", "localize", "hint", "whole", "parts", "fusion", "finetune", "evaluate")
-
-# Which stages' results each stage consumes (its fingerprint includes theirs).
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {
-    "frl": (),
-    "localize": ("frl",),  # parts.source=grid drops this dependency (see stage_fingerprints)
-    "hint": ("frl",),
-    "whole": ("hint",),
-    "parts": ("whole", "localize"),
-    "fusion": ("whole", "parts", "localize"),
-    "finetune": ("fusion", "localize"),
-    "evaluate": ("frl", "localize", "whole", "parts", "finetune"),
-}
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -58,48 +42,17 @@ class RunDirError(PawRayError):
     """A run directory that cannot be used as it is (corrupted, foreign, incomplete)."""
 
 
-def semantic_dict(section: Any) -> dict[str, Any]:
-    """A config section as a dict without its placement-only (``RESOURCE``) fields."""
-    out = {}
-    for f in dataclasses.fields(section):
-        if f.metadata.get("resource"):
-            continue
-        value = getattr(section, f.name)
-        out[f.name] = semantic_dict(value) if dataclasses.is_dataclass(value) else value
-    return out
-
-
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_inputs(cfg: Config, stage: str) -> tuple[str, ...]:
-    """The stages whose results ``stage`` consumes under ``cfg``."""
-    if stage == "localize" and cfg.parts.source == "grid":
-        return ()  # fixed grid centres: the FRL is not consulted
-    if stage == "whole" and cfg.whole.lambda1 > 0:
-        return ("hint", "frl")  # a hint term in stage b too: the FRL is its teacher
-    return STAGE_INPUTS[stage]
-
-
 def stage_fingerprint(cfg: Config, stage: str, data_identity: str, input_fingerprints: dict[str, str]) -> str:
-    """Hash of what ``stage``'s result depends on: its config, the data and its inputs' fingerprints."""
+    """Hash of what ``stage``'s result depends on: the shared fields, its own config (the stage
+    table's ``own_config``), the data and its inputs' fingerprints."""
     shared = {"seed": cfg.seed, "max_steps": cfg.max_steps, "data": data_identity,
               "image_size": cfg.data.image_size}
-    student = {"student": cfg.student, "student_width": cfg.student_width,
-               "maps_per_attribute": cfg.frl.maps_per_attribute}
-    own = {
-        "frl": lambda: semantic_dict(cfg.frl),
-        "localize": lambda: {"source": cfg.parts.source},
-        "hint": lambda: {**semantic_dict(cfg.hint), **student},
-        "whole": lambda: semantic_dict(cfg.whole),
-        "parts": lambda: {**semantic_dict(cfg.parts), "part_size": cfg.data.part_size},
-        "fusion": lambda: {**semantic_dict(cfg.fusion), "part_size": cfg.data.part_size},
-        "finetune": lambda: semantic_dict(cfg.finetune),
-        "evaluate": lambda: {},
-    }[stage]()
     inputs = {s: input_fingerprints[s] for s in stage_inputs(cfg, stage)}
-    return _hash({"stage": stage, "shared": shared, "own": own, "inputs": inputs})
+    return _hash({"stage": stage, "shared": shared, "own": stage_spec(stage).own_config(cfg), "inputs": inputs})
 
 
 def stage_fingerprints(cfg: Config, data_identity: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ were computed for other data (or another FRL), ``localize`` reruns too, with a l
 from __future__ import annotations
 
 import copy
+import importlib
 import time
 from typing import Callable
 
@@ -23,7 +24,9 @@ from paw_ray import storage
 from paw_ray.config import Config, to_dict
 from paw_ray.data import shards
 from paw_ray.errors import PawRayError
-from paw_ray.train.manifest import STAGES, Manifest, RunDirError, stage_fingerprint, stage_inputs
+from paw_ray.train.manifest import Manifest, RunDirError, stage_fingerprint
+from paw_ray.train.stage_table import STAGES, StageRun, stage_inputs
+from paw_ray.train.stage_table import stage as stage_spec
 
 __all__ = ["train", "resolve_data", "data_identity", "parse_stages", "absolute"]
 
@@ -169,9 +172,8 @@ def _stale_centres(manifest: Manifest, cfg: Config, stage: str, fingerprint: str
 
 def _stage_config(cfg: Config, stage: str) -> dict:
     full = to_dict(cfg)
-    section = {"localize": "localize", "evaluate": "evaluate"}.get(stage, stage)
     return {"preset": cfg.preset, "seed": cfg.seed, "student": cfg.student, "max_steps": cfg.max_steps,
-            "data": full["data"], stage: full.get(section, {})}
+            "data": full["data"], stage: full[stage]}
 
 
 def _summary(metrics: dict) -> str:
@@ -183,21 +185,11 @@ def _summary(metrics: dict) -> str:
 
 
 def _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log):
-    from paw_ray.train.stages import TRAIN_STAGES
-
-    if stage in TRAIN_STAGES:
+    """Run one stage the way the stage table says it runs."""
+    if stage_spec(stage).trains:
         return _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs)
-    if stage == "localize":
-        from paw_ray.train.stages.localize import run_localize
-
-        return run_localize(cfg, data_dir, run_dir, inputs.get("frl"))
-    if stage == "parts":
-        from paw_ray.train.stages.parts import run_parts
-
-        return run_parts(cfg, data_dir, run_dir, fp, inputs["whole"], inputs["localize"], log)
-    from paw_ray.train.stages.evaluate import run_evaluate
-
-    return run_evaluate(cfg, data_dir, run_dir, inputs, data_label)
+    module = importlib.import_module(stage_spec(stage).module)
+    return module.run_stage(StageRun(cfg, data_dir, data_label, run_dir, fp, inputs, log))
 
 
 def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None):
@@ -208,7 +200,7 @@ def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=No
     from paw_ray.train.trainer import run_train_stage
 
     centres = None
-    if stage in ("fusion", "finetune"):
+    if stage_spec(stage).crops_at_centres:
         # the fused network cuts its crops from the centres the parts were trained on
         centres = ray.put(load_centres(inputs["localize"]))
     common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres)

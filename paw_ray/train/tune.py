@@ -47,12 +47,12 @@ from typing import Any, Callable
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError
-from paw_ray.train.manifest import STAGES, stage_fingerprint, stage_inputs
+from paw_ray.train.manifest import stage_fingerprint
+from paw_ray.train.stage_table import STAGES, TRAIN_STAGES, stage_inputs
 
-__all__ = ["run_tune", "default_space", "load_space", "TUNABLE_STAGES", "TuneError", "upstream_stages",
+__all__ = ["run_tune", "default_space", "load_space", "TuneError", "upstream_stages",
            "max_concurrent_trials", "METRIC", "DRIVER_CPUS"]
 
-TUNABLE_STAGES = ("frl", "hint", "whole", "fusion", "finetune")  # the Ray Train stages
 METRIC, MODE = "val_mean_accuracy", "max"
 # The trial's driver function mostly waits on its TorchTrainer; Tune refuses 0 CPUs for it
 # (docs/architecture.md, "How Ray is used"), so it takes a small share and leaves the rest
@@ -241,9 +241,9 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
 
     from paw_ray.train.run import absolute, data_identity, resolve_data, train
 
-    if stage not in TUNABLE_STAGES:
+    if stage not in TRAIN_STAGES:
         raise TuneError(f"--stage {stage!r}: tunable stages are the Ray Train stages "
-                        f"{', '.join(TUNABLE_STAGES)}")
+                        f"{', '.join(TRAIN_STAGES)}")
     if num_samples < 1:
         raise TuneError("--num-samples must be >= 1")
     if scheduler not in ("asha", "fifo"):

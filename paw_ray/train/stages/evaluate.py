@@ -25,8 +25,9 @@ from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.pipeline import image_stream
+from paw_ray.train.stage_table import StageRun
 
-__all__ = ["run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
+__all__ = ["run_stage", "run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
            "format_table"]
 
 ROWS = ("frl", "whole", "part", "paw", "majority")
@@ -188,6 +189,11 @@ def format_table(results: dict) -> str:
                   + (f" {100 * loc['window_hit'][a]:.1f} | {100 * loc['window_chance'][a]:.1f} |" if window else "")
                   for a, v in loc["pointing_accuracy"].items()]
     return "\n".join(lines) + "\n"
+
+
+def run_stage(run: StageRun) -> tuple[str, dict]:
+    """The runner's entry (``stage_table``): score ``run``'s test split."""
+    return run_evaluate(run.cfg, run.data_dir, run.run_dir, run.inputs, run.data_label)
 
 
 def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_label: str) -> tuple[str, dict]:

@@ -12,7 +12,7 @@ import torch
 
 from paw_ray.models.frl import FRL, frl_loss
 from paw_ray.train.checkpoints import load_state
-from paw_ray.train.loop import TrainTask
+from paw_ray.train.task import TrainTask
 
 
 def load_frl(cfg, location: str) -> FRL:
@@ -27,7 +27,8 @@ def _loss(model, batch):
     return frl_loss(out, batch["labels"]), out.logits
 
 
-def build_frl_task(cfg, device, label_prior) -> TrainTask:
+def build_task(stage: str, cfg, inputs: dict[str, str], device, label_prior) -> TrainTask:
+    """The FRL from scratch, its scores (both branches) starting at the label prior's log-odds."""
     model = FRL.from_config(cfg)
     model.head.init_bias_from_prior(label_prior)
     if model.mnl is not None:

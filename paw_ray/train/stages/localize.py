@@ -24,8 +24,9 @@ from paw_ray import storage
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.pipeline import CentresTable, image_stream
+from paw_ray.train.stage_table import StageRun
 
-__all__ = ["run_localize", "load_centres", "FRLLocalizer", "CENTRES_FILE"]
+__all__ = ["run_stage", "run_localize", "load_centres", "FRLLocalizer", "CENTRES_FILE"]
 
 CENTRES_FILE = "centres.parquet"
 
@@ -72,6 +73,11 @@ def _grid_table(data_dir: str) -> CentresTable:
             ids.extend(pq.read_table(path, columns=["image_id"], filesystem=fs).column("image_id").to_pylist())
     grid = grid_centres(1, torch.device("cpu"))[0].numpy()
     return CentresTable.from_arrays(ids, np.broadcast_to(grid, (len(ids), 40, 2)))
+
+
+def run_stage(run: StageRun) -> tuple[str, dict]:
+    """The runner's entry (``stage_table``): the centres of ``run``'s data."""
+    return run_localize(run.cfg, run.data_dir, run.run_dir, run.inputs.get("frl"))
 
 
 def run_localize(cfg, data_dir: str, run_dir: str, frl_location: str | None) -> tuple[str, dict]:

@@ -31,8 +31,9 @@ from typing import Any
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
+from paw_ray.train.stage_table import StageRun
 
-__all__ = ["run_parts", "part_dir", "train_part"]
+__all__ = ["run_stage", "run_parts", "part_dir", "train_part"]
 
 
 def part_dir(run_dir: str, part: int) -> str:
@@ -62,7 +63,8 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     from paw_ray.data.feed import EpochFeed
     from paw_ray.data.pipeline import image_stream
     from paw_ray.models.students import SNet
-    from paw_ray.train.loop import TrainTask, channels_last, describe_placement, make_optimizer, run_epoch, validates
+    from paw_ray.train.task import TrainTask
+    from paw_ray.train.loop import channels_last, describe_placement, make_optimizer, run_epoch, validates
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
@@ -146,6 +148,12 @@ def max_in_flight(cfg) -> int:
     if cfg.parts.num_gpus > 0 and gpus > 0:
         limit = min(limit, max(1, math.floor(gpus / cfg.parts.num_gpus + 1e-9)))
     return limit
+
+
+def run_stage(run: StageRun) -> tuple[str, dict[str, Any]]:
+    """The runner's entry (``stage_table``): the 40 parts of ``run``."""
+    return run_parts(run.cfg, run.data_dir, run.run_dir, run.fingerprint, run.inputs["whole"],
+                     run.inputs["localize"], run.log)
 
 
 def run_parts(cfg, data_dir: str, run_dir: str, fingerprint: str, whole_location: str,

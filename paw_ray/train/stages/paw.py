@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from paw_ray.models.paw import PaW, paw_loss
 from paw_ray.train.checkpoints import load_state
-from paw_ray.train.loop import TrainTask
+from paw_ray.train.task import TrainTask
 
 
 def _loss(model, batch):
@@ -20,7 +20,9 @@ def _loss(model, batch):
     return paw_loss(out, batch["labels"]), out.logits
 
 
-def build_paw_task(stage: str, cfg, inputs: dict[str, str], device) -> TrainTask:
+def build_task(stage: str, cfg, inputs: dict[str, str], device, label_prior=None) -> TrainTask:
+    """PaW from trained weights (so ``label_prior`` is not used): ``fusion`` loads and freezes
+    the subnets, ``finetune`` continues from the fused network."""
     model = PaW.from_config(cfg)
     if stage == "fusion":
         model.whole.load_state_dict(load_state(inputs["whole"]))

@@ -14,11 +14,12 @@ import torch
 from paw_ray.models.hint import HintObjective
 from paw_ray.models.students import SNet
 from paw_ray.train.checkpoints import load_state
-from paw_ray.train.loop import TrainTask
+from paw_ray.train.task import TrainTask
 from paw_ray.train.stages.frl import load_frl
 
 
-def build_student_task(stage: str, cfg, inputs: dict[str, str], device, label_prior) -> TrainTask:
+def build_task(stage: str, cfg, inputs: dict[str, str], device, label_prior) -> TrainTask:
+    """``hint``: g_0 from scratch against the frozen FRL; ``whole``: g_0 from the hint stage's weights."""
     scfg = getattr(cfg, stage)
     student = SNet.from_config(cfg)
     if stage == "whole":
