@@ -1,8 +1,10 @@
-"""Shared fixtures: one real local Ray instance per test module."""
+"""Shared fixtures: one real local Ray instance per test module, and one smoke pipeline run
+for the whole session."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pytest
 
@@ -10,10 +12,19 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 
+def start_local_ray():
+    """A fresh single-node Ray on this machine (address="local": never joins a cluster that
+    another test or user started with ``ray start``); the dashboard serves Ray's state API."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             configure_logging=False, log_to_driver=False)
+    return ray
+
+
 @pytest.fixture(scope="module")
 def ray_local():
-    """A real single-node Ray shared by one test module (address="local": never joins a
-    cluster that another test or user started with ``ray start``).
+    """A real single-node Ray shared by one test module.
 
     Per module, not per session: with one Ray for the whole suite, in CI and again in a
     local run of ``.ci/run`` the driver stopped receiving the GCS's actor state changes
@@ -25,8 +36,47 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        # the dashboard serves Ray's state API (task counts in the pipeline tests)
-        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                 configure_logging=False, log_to_driver=False)
+        start_local_ray()
     yield ray
     ray.shutdown()
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """The session's smoke run: its run directory, and the ``train_part`` task ids that
+    Ray's state API listed as FINISHED before the run's Ray was shut down."""
+
+    run_dir: str
+    finished_part_tasks: frozenset[str]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """ONE run of ``paw-ray train --preset smoke`` (every stage, then the report) shared by
+    the modules that check its outputs: a full pipeline run is the suite's most expensive
+    fixture, so it is made once.
+
+    Users must leave the run as they found it: a test that retrains a stage in it (the
+    reuse tests of ``test_train_e2e``) puts the preset's config back before it ends.
+
+    It trains on a Ray of its own, shut down before the first test that uses it runs (a
+    session fixture is set up before the requesting module's ``ray_local``); where a Ray is
+    already up in this process, it uses that one and leaves it running."""
+    import ray
+    from ray.util.state import list_tasks
+
+    from paw_ray import cli
+
+    run_dir = str(tmp_path_factory.mktemp("smoke") / "run")
+    started = not ray.is_initialized()
+    if started:
+        start_local_ray()
+    try:
+        assert cli.main(["train", "--preset", "smoke", "--run-dir", run_dir]) == 0
+        tasks = list_tasks(address=ray.get_runtime_context().gcs_address,  # not another Ray on this host
+                           filters=[("func_or_class_name", "=", "train_part"), ("state", "=", "FINISHED")],
+                           limit=10_000, raise_on_missing_output=False)
+    finally:
+        if started:
+            ray.shutdown()
+    return SmokeRun(run_dir, frozenset(t.task_id for t in tasks))

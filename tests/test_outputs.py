@@ -1,5 +1,5 @@
-"""What users look at and deploy, on ONE smoke run made through `paw-ray train` (which
-writes the report at its end): the report's figures, predict on image files and shards,
+"""What users look at and deploy, on the session's smoke run (``conftest.smoke_run``, made
+through `paw-ray train`, which writes the report at its end): the report's figures, predict on image files and shards,
 batch inference with Ray Data, and the TorchScript / ONNX exports with their model card."""
 
 from __future__ import annotations
@@ -25,16 +25,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smoke_run(ray_local, tmp_path_factory):
-    run_dir = str(tmp_path_factory.mktemp("outputs") / "run")
-    assert cli.main(["train", "--preset", "smoke", "--run-dir", run_dir]) == 0
-    return run_dir
+def run_dir(smoke_run) -> str:
+    return smoke_run.run_dir
 
 
 @pytest.fixture(scope="module")
-def test_rows(smoke_run):
+def test_rows(run_dir):
     """The first test rows of the run's data: (image_id, encoded image bytes)."""
-    run = open_run(smoke_run)
+    run = open_run(run_dir)
     data = run.data_dir()
     f = shards.shard_files(data, shards.read_info(data), "test")[0]
     rows = pq.read_table(f, columns=["image_id", "image"]).slice(0, 4).to_pylist()
@@ -43,19 +41,19 @@ def test_rows(smoke_run):
 
 # --------------------------------------------------------------------------- run config
 
-def test_run_config_is_the_one_trained(smoke_run):
-    run = open_run(smoke_run)
+def test_run_config_is_the_one_trained(run_dir):
+    run = open_run(run_dir)
     want = C.preset("smoke")
     for section in ("data", "frl", "parts", "finetune"):
         assert semantic_dict(getattr(run.cfg, section)) == semantic_dict(getattr(want, section)), section
     assert (run.cfg.student, run.cfg.student_width) == (want.student, want.student_width)
-    assert os.path.exists(os.path.join(smoke_run, "config.json"))
+    assert os.path.exists(os.path.join(run_dir, "config.json"))
 
 
 # --------------------------------------------------------------------------- report
 
-def test_train_wrote_a_report_whose_figures_are_real_pngs(smoke_run):
-    report = os.path.join(smoke_run, "report")
+def test_train_wrote_a_report_whose_figures_are_real_pngs(run_dir):
+    report = os.path.join(run_dir, "report")
     page = open(os.path.join(report, "index.html"), encoding="utf-8").read()
     sources = re.findall(r'<img src="([^"]+)"', page)
     expected = {"accuracy.png", "pointing.png", "heatmaps.png", "part_boxes.png", "rsl.png", "arl.png", "curves.png"}
@@ -72,12 +70,12 @@ def test_train_wrote_a_report_whose_figures_are_real_pngs(smoke_run):
         assert f"<th>{name.replace('_', ' ')}</th>" in page
     for row in ("FRL branch", "Whole-only", "Part-only", "PaW", "majority"):
         assert row in page
-    assert smoke_run in page and "smoke" in page
+    assert run_dir in page and "smoke" in page
 
 
-def test_report_figures_name_the_run_and_the_arl_has_40_names(smoke_run):
-    meta = json.load(open(os.path.join(smoke_run, "report", "figures.json")))
-    assert meta["run_dir"] == smoke_run and meta["preset"] == "smoke"
+def test_report_figures_name_the_run_and_the_arl_has_40_names(run_dir):
+    meta = json.load(open(os.path.join(run_dir, "report", "figures.json")))
+    assert meta["run_dir"] == run_dir and meta["preset"] == "smoke"
     arl = meta["figures"]["arl"]
     names = [a.replace("_", " ") for a in ATTRIBUTES]
     assert arl["xticklabels"] == names and arl["yticklabels"] == names
@@ -85,9 +83,9 @@ def test_report_figures_name_the_run_and_the_arl_has_40_names(smoke_run):
         assert fig["title"] and fig["width"] > 200 and fig["height"] > 200
 
 
-def test_report_command_rewrites_the_report_elsewhere(smoke_run, tmp_path, capsys):
+def test_report_command_rewrites_the_report_elsewhere(run_dir, tmp_path, capsys):
     out = str(tmp_path / "rep")
-    assert cli.main(["report", "--run-dir", smoke_run, "--out", out]) == 0
+    assert cli.main(["report", "--run-dir", run_dir, "--out", out]) == 0
     assert capsys.readouterr().out.strip() == os.path.join(out, "index.html")
     assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 7
 
@@ -100,7 +98,7 @@ def _predict(capsys, argv):
     return rc, captured.out, captured.err
 
 
-def test_predict_images_errors_and_determinism(smoke_run, test_rows, tmp_path, capsys):
+def test_predict_images_errors_and_determinism(run_dir, test_rows, tmp_path, capsys):
     _, rows = test_rows
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -115,7 +113,7 @@ def test_predict_images_errors_and_determinism(smoke_run, test_rows, tmp_path, c
     notes.write_text("not an image")
     out = tmp_path / "pred.jsonl"
     explain = tmp_path / "explain"
-    rc, stdout, stderr = _predict(capsys, ["--run-dir", smoke_run, str(folder), str(notes), paths[0],
+    rc, stdout, stderr = _predict(capsys, ["--run-dir", run_dir, str(folder), str(notes), paths[0],
                                            "--out", str(out), "--explain", str(explain)])
     assert rc == 1, "a failed input makes the exit status non-zero"
     assert "corrupt.jpg" in stderr and "notes.txt" in stderr and "error" in stderr
@@ -144,7 +142,7 @@ def test_predict_images_errors_and_determinism(smoke_run, test_rows, tmp_path, c
         assert im.format == "PNG" and im.width > 200
 
 
-def test_predict_with_a_face_box_maps_boxes_into_the_photo(smoke_run, test_rows, tmp_path, capsys):
+def test_predict_with_a_face_box_maps_boxes_into_the_photo(run_dir, test_rows, tmp_path, capsys):
     """An in-the-wild photo: a test face pasted at (70, 20) into a larger canvas. With its box
     (--boxes CSV or --box) the network sees exactly the face's pixels: the same answer as
     the face alone, and the same part boxes shifted by (70, 20)."""
@@ -159,7 +157,7 @@ def test_predict_with_a_face_box_maps_boxes_into_the_photo(smoke_run, test_rows,
     face.save(face_file)
     boxes_csv = tmp_path / "boxes.csv"
     boxes_csv.write_text(f"image,x,y,w,h\nphoto.png,70,20,{side},{side}\n")
-    rc, stdout, stderr = _predict(capsys, ["--run-dir", smoke_run, str(photo), "--boxes", str(boxes_csv),
+    rc, stdout, stderr = _predict(capsys, ["--run-dir", run_dir, str(photo), "--boxes", str(boxes_csv),
                                            "--format", "csv"])
     assert rc == 0 and "whole image" not in stderr
     lines = stdout.splitlines()
@@ -170,9 +168,9 @@ def test_predict_with_a_face_box_maps_boxes_into_the_photo(smoke_run, test_rows,
         x, y, w, h = (float(rec[f"box_{a}_{k}"]) for k in "xywh")
         assert 70 <= x and x + w <= 70 + side and 20 <= y and y + h <= 20 + side
         assert 0 <= float(rec[f"p_{a}"]) <= 1
-    rc, stdout, _ = _predict(capsys, ["--run-dir", smoke_run, str(photo), "--box", f"70,20,{side},{side}"])
+    rc, stdout, _ = _predict(capsys, ["--run-dir", run_dir, str(photo), "--box", f"70,20,{side},{side}"])
     boxed = json.loads(stdout)
-    rc, stdout, _ = _predict(capsys, ["--run-dir", smoke_run, str(face_file)])
+    rc, stdout, _ = _predict(capsys, ["--run-dir", run_dir, str(face_file)])
     plain = json.loads(stdout)
     for a in ATTRIBUTES:
         assert boxed["probabilities"][a] == pytest.approx(plain["probabilities"][a], abs=1e-6)
@@ -180,17 +178,17 @@ def test_predict_with_a_face_box_maps_boxes_into_the_photo(smoke_run, test_rows,
         assert float(rec[f"p_{a}"]) == pytest.approx(plain["probabilities"][a], abs=1e-6)
 
 
-def test_predict_on_a_shard_folder_predicts_its_test_split(smoke_run, test_rows, capsys):
+def test_predict_on_a_shard_folder_predicts_its_test_split(run_dir, test_rows, capsys):
     data, _ = test_rows
-    rc, stdout, stderr = _predict(capsys, ["--run-dir", smoke_run, data])
+    rc, stdout, stderr = _predict(capsys, ["--run-dir", run_dir, data])
     assert rc == 0 and "whole image" not in stderr
     preds = [json.loads(line) for line in stdout.splitlines()]
     assert len(preds) == shards.read_info(data).num_rows["test"]
     assert all(p["face_box_source"] == "shard" for p in preds)
 
 
-def test_predict_refuses_a_bad_box_and_an_unfinished_run(smoke_run, tmp_path, capsys):
-    rc, _, stderr = _predict(capsys, ["--run-dir", smoke_run, "x.png", "--box", "1,2,3"])
+def test_predict_refuses_a_bad_box_and_an_unfinished_run(run_dir, tmp_path, capsys):
+    rc, _, stderr = _predict(capsys, ["--run-dir", run_dir, "x.png", "--box", "1,2,3"])
     assert rc == 2 and "--box" in stderr
     rc, _, stderr = _predict(capsys, ["--run-dir", str(tmp_path), "x.png"])
     assert rc == 2 and "not a run directory" in stderr
@@ -198,12 +196,12 @@ def test_predict_refuses_a_bad_box_and_an_unfinished_run(smoke_run, tmp_path, ca
 
 # --------------------------------------------------------------------------- batch inference
 
-def test_batch_inference_writes_one_prediction_per_input_row(smoke_run, test_rows, tmp_path, capsys):
+def test_batch_inference_writes_one_prediction_per_input_row(run_dir, ray_local, test_rows, tmp_path, capsys):
     from paw_ray.serve.batch import predict_shards
 
     data, rows = test_rows
     out = str(tmp_path / "preds")
-    summary = predict_shards(smoke_run, None, out, split="all", log=lambda m: None)
+    summary = predict_shards(run_dir, None, out, split="all", log=lambda m: None)
     info = shards.read_info(data)
     assert summary["rows"] == summary["input_rows"] == sum(info.num_rows.values())
     assert summary["images_per_s"] > 0 and summary["decode_failures"] == 0
@@ -220,7 +218,7 @@ def test_batch_inference_writes_one_prediction_per_input_row(smoke_run, test_row
     assert boxes.shape == (len(ids), 40, 4) and (boxes[..., :2] >= 0).all()
     assert (boxes[..., :2] + boxes[..., 2:] <= info.image_size).all()
     # the same answer as `paw-ray predict` on the same shard rows
-    rc, stdout, _ = _predict(capsys, ["--run-dir", smoke_run, data])
+    rc, stdout, _ = _predict(capsys, ["--run-dir", run_dir, data])
     single = {p["image_id"]: p for p in map(json.loads, stdout.splitlines())}
     for k, image_id in enumerate(ids):
         if image_id in single:
@@ -228,7 +226,7 @@ def test_batch_inference_writes_one_prediction_per_input_row(smoke_run, test_row
                                        atol=2e-6)
     # an output folder that holds files is refused unless --overwrite
     with pytest.raises(Exception, match="overwrite"):
-        predict_shards(smoke_run, None, out, log=lambda m: None)
+        predict_shards(run_dir, None, out, log=lambda m: None)
 
 
 def test_batch_job_entrypoint_help():
@@ -244,7 +242,7 @@ def test_batch_job_entrypoint_help():
 # --------------------------------------------------------------------------- export
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_export_matches_the_pytorch_cascade(smoke_run, test_rows, tmp_path, capsys, fmt):
+def test_export_matches_the_pytorch_cascade(run_dir, test_rows, tmp_path, capsys, fmt):
     import torch
 
     from paw_ray.eval.report import sample_faces
@@ -252,13 +250,13 @@ def test_export_matches_the_pytorch_cascade(smoke_run, test_rows, tmp_path, caps
     from paw_ray.serve.export import PARITY_ATOL, deployable_cascade, run_exported
 
     out = tmp_path / fmt
-    assert cli.main(["export", "--run-dir", smoke_run, "--format", fmt, "--out", str(out)]) == 0
+    assert cli.main(["export", "--run-dir", run_dir, "--format", fmt, "--out", str(out)]) == 0
     written = json.loads(capsys.readouterr().out)
     contract = json.load(open(out / "model.json"))
     assert contract["parity"]["boxes_identical"] and contract["parity"]["max_abs_probability_diff"] <= PARITY_ATOL
     assert contract["input"]["dtype"] == "uint8" and contract["attributes"] == list(ATTRIBUTES)
     # independently: the test split's faces (another batch size than the export's check)
-    run = open_run(smoke_run)
+    run = open_run(run_dir)
     cascade = run.cascade()  # the eager cascade as predict uses it (chunked centres, CPU part blocks)
     images = sample_faces(run.data_dir(), cascade.image_size, n=24)["image"]
     probs, boxes = run_exported(written["model"], fmt, images)

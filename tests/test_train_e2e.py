@@ -1,10 +1,12 @@
-"""The whole pipeline end to end on the smoke preset, with a real local Ray: every
-stage's artifacts, the manifest, results.json, resume, config-change reruns and the
-40-task part fan-out."""
+"""The whole pipeline end to end on the session's smoke run (``conftest.smoke_run``, made
+by ``paw-ray train --preset smoke`` on a real local Ray): every stage's artifacts, the
+manifest, results.json, the 40-task part fan-out, then resume and config-change reruns
+(last in this file: they retrain stages of the shared run, and put it back as it was)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -20,13 +22,11 @@ from paw_ray.train.stages.parts import part_dir
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smoke_run(ray_local, tmp_path_factory):
-    run_dir = str(tmp_path_factory.mktemp("smoke-run"))
-    cfg = C.preset("smoke")
-    logs: list[str] = []
-    out = train(cfg, run_dir, log=logs.append)
-    return cfg, run_dir, out, logs
+CFG = C.preset("smoke")
+
+
+def _results(run_dir: str) -> dict:
+    return storage.read_json(os.path.join(run_dir, "results.json"))
 
 
 def _mtimes(run_dir: str) -> dict[str, float]:
@@ -38,7 +38,7 @@ def _mtimes(run_dir: str) -> dict[str, float]:
 
 
 def test_every_stage_completes_with_its_artifact(smoke_run):
-    cfg, run_dir, out, logs = smoke_run
+    cfg, run_dir = CFG, smoke_run.run_dir
     manifest = Manifest.load_or_create(run_dir)
     assert list(manifest.stages) == list(STAGES)
     for stage, rec in manifest.stages.items():
@@ -54,8 +54,7 @@ def test_every_stage_completes_with_its_artifact(smoke_run):
 
 
 def test_results_json_shape_and_ranges(smoke_run):
-    cfg, run_dir, out, logs = smoke_run
-    r = out["results"]
+    r = _results(smoke_run.run_dir)
     rows = ["frl", "whole", "part", "paw", "majority"]
     assert r["attributes"] == list(ATTRIBUTES) and r["preset"] == "smoke" and "SynthFaces" in r["data"]
     for key in ("accuracy", "balanced_accuracy"):
@@ -77,54 +76,68 @@ def test_results_json_shape_and_ranges(smoke_run):
 
 def test_every_network_beats_the_majority_baseline(smoke_run):
     """SynthFaces' cues are learnable even at the smoke size: every row must have learned something."""
-    r = smoke_run[2]["results"]
+    r = _results(smoke_run.run_dir)
     for row in ("frl", "whole", "part", "paw"):
         assert r["mean_balanced_accuracy"][row] > r["mean_balanced_accuracy"]["majority"] + 0.02, row
         assert r["mean_accuracy"][row] > r["mean_accuracy"]["majority"], row
 
 
-def test_part_fan_out_is_40_ray_tasks(smoke_run, ray_local):
-    from ray.util.state import list_tasks
-
-    run_dir = smoke_run[1]
-    records = [storage.read_json(storage.join(part_dir(run_dir, p), "done.json")) for p in range(40)]
+def test_part_fan_out_is_40_ray_tasks(smoke_run):
+    records = [storage.read_json(storage.join(part_dir(smoke_run.run_dir, p), "done.json")) for p in range(40)]
     assert sorted(r["part"] for r in records) == list(range(40))
     assert len({r["task_id"] for r in records}) == 40
-    tasks = list_tasks(address=ray_local.get_runtime_context().gcs_address,  # not another Ray on this host
-                       filters=[("func_or_class_name", "=", "train_part"), ("state", "=", "FINISHED")],
-                       limit=10_000, raise_on_missing_output=False)
-    assert len({t.task_id for t in tasks}) >= 40
-    assert {t.task_id for t in tasks} >= {r["task_id"] for r in records}
+    assert len(smoke_run.finished_part_tasks) >= 40, "Ray's state API saw the 40 part tasks finish"
+    assert smoke_run.finished_part_tasks >= {r["task_id"] for r in records}
 
 
-def test_rerun_does_no_training(smoke_run):
-    cfg, run_dir, out, logs = smoke_run
+@pytest.fixture
+def run_put_back(smoke_run, tmp_path):
+    """The shared run's directory, put back exactly as it was once the test ends: every entry
+    but the data set is saved before and restored after (a test here retrains stages)."""
+    run_dir = smoke_run.run_dir
+    keep = [n for n in os.listdir(run_dir) if not n.startswith("synthfaces")]
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for name in keep:
+        (shutil.copytree if os.path.isdir(os.path.join(run_dir, name)) else shutil.copy2)(
+            os.path.join(run_dir, name), saved / name)
+    yield run_dir
+    for name in os.listdir(run_dir):
+        if not name.startswith("synthfaces"):
+            where = os.path.join(run_dir, name)
+            shutil.rmtree(where) if os.path.isdir(where) else os.remove(where)
+    for name in keep:
+        (shutil.copytree if (saved / name).is_dir() else shutil.copy2)(saved / name, os.path.join(run_dir, name))
+
+
+def test_rerun_does_no_training(run_put_back, ray_local):
+    run_dir = run_put_back
     before = Manifest.load_or_create(run_dir)
     mtimes = _mtimes(run_dir)
-    logs2: list[str] = []
-    train(cfg, run_dir, log=logs2.append)
+    logs: list[str] = []
+    train(CFG, run_dir, log=logs.append)
     after = Manifest.load_or_create(run_dir)
     for stage in STAGES:
         assert after.stages[stage].finished_at == before.stages[stage].finished_at, stage
-        assert f"[{stage}] complete for this config: reused" in logs2
+        assert f"[{stage}] complete for this config: reused" in logs
     assert _mtimes(run_dir) == mtimes, "no artifact was rewritten"
 
 
-def test_fusion_change_reruns_only_fusion_finetune_evaluate(smoke_run):
-    cfg, run_dir, out, logs = smoke_run
+def test_fusion_change_reruns_only_fusion_finetune_evaluate(run_put_back, ray_local):
+    run_dir = run_put_back
     before = Manifest.load_or_create(run_dir)
-    changed = C.apply_overrides(cfg, [f"fusion.lr={cfg.fusion.lr / 2}"])
+    changed = C.apply_overrides(CFG, [f"fusion.lr={CFG.fusion.lr / 2}"])
     train(changed, run_dir, log=lambda s: None)
     after = Manifest.load_or_create(run_dir)
     rerun = [s for s in STAGES if after.stages[s].finished_at != before.stages[s].finished_at]
     assert rerun == ["fusion", "finetune", "evaluate"]
 
 
-def test_finished_part_is_not_retrained(smoke_run):
-    cfg, run_dir, out, logs = smoke_run
+def test_finished_part_is_not_retrained(run_put_back, ray_local):
+    run_dir = run_put_back
     os.remove(os.path.join(part_dir(run_dir, 5), "done.json"))
     others = {p: os.path.getmtime(os.path.join(part_dir(run_dir, p), "model.pt")) for p in range(40) if p != 5}
-    train(cfg, run_dir, stages=["parts"], log=lambda s: None)
+    train(CFG, run_dir, stages=["parts"], log=lambda s: None)
     metrics = Manifest.load_or_create(run_dir).stages["parts"].metrics
     assert metrics["parts_trained"] == 1 and metrics["parts_reused"] == 39
     assert all(os.path.getmtime(os.path.join(part_dir(run_dir, p), "model.pt")) == t for p, t in others.items())
