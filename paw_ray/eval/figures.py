@@ -23,10 +23,11 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES  # noqa: E402
 from paw_ray.eval.overlays import draw_heatmap, draw_part_boxes  # noqa: E402
+from paw_ray.models.paw import rsl_whole_part  # noqa: E402
 from paw_ray.train.stages.evaluate import pointing_scope  # noqa: E402
 
 __all__ = ["ROW_LABELS", "accuracy_figure", "heatmap_figure", "part_boxes_figure", "rsl_figure",
-           "rsl_whole_part", "arl_figure", "curves_figure", "pointing_figure"]
+           "arl_figure", "curves_figure", "pointing_figure"]
 
 ROW_LABELS = {"frl": "FRL branch", "whole": "Whole-only (g_0)", "part": "Part-only (g_j)",
               "paw": "PaW", "majority": "majority class"}
@@ -92,13 +93,6 @@ def part_boxes_figure(faces: np.ndarray, boxes: np.ndarray, run_label: str):
     _title(fig, "The 40 part boxes on test faces (numbers: attribute index in CelebA order)", run_label)
     fig.tight_layout()
     return fig
-
-
-def rsl_whole_part(rsl_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fig. 5's two series from the 41x40 RSL weight: per attribute j, W[0, j] (the whole
-    subnet g_0) and W[j+1, j] (its own part subnet g_j)."""
-    w = np.asarray(rsl_weight)
-    return w[0, :NUM_ATTRIBUTES], w[1 + np.arange(NUM_ATTRIBUTES), np.arange(NUM_ATTRIBUTES)]
 
 
 def rsl_figure(rsl_weight: np.ndarray, run_label: str):

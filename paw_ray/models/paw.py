@@ -18,12 +18,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.models.blocks import (ConvBNReLU, GroupedAttributeHead, GroupedBatchNorm2d, init_weights,
                                    layout_out_channels, make_layers)
 from paw_ray.models.parts import crop_windows, part_windows
 from paw_ray.models.students import SNet, _check_kind
 
-__all__ = ["CPU_PARTS_PER_BLOCK", "PartSubnets", "RegionSwitch", "AttributeRelation", "PaWOutput", "PaW", "paw_loss"]
+__all__ = ["CPU_PARTS_PER_BLOCK", "PartSubnets", "RegionSwitch", "AttributeRelation", "PaWOutput", "PaW", "paw_loss", "rsl_whole_part"]
 
 # On CPU the grouped layers run over blocks of this many parts (see PartSubnets).
 CPU_PARTS_PER_BLOCK = 4
@@ -238,3 +239,11 @@ class PaW(nn.Module):
 def paw_loss(out: PaWOutput, labels: torch.Tensor) -> torch.Tensor:
     """Sigmoid cross-entropy on the PaW output."""
     return F.binary_cross_entropy_with_logits(out.logits, labels.to(out.logits.dtype))
+
+
+def rsl_whole_part(rsl_weight) -> tuple:
+    """Fig. 5's two series from the (41, 40) RSL weight: per attribute j, W[0, j] (the whole
+    subnet g_0) and W[j+1, j] (its own part subnet g_j)."""
+    w = torch.as_tensor(rsl_weight)
+    j = torch.arange(NUM_ATTRIBUTES)
+    return w[0, :NUM_ATTRIBUTES].numpy(), w[1 + j, j].numpy()

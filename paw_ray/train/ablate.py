@@ -35,6 +35,7 @@ from typing import Any, Callable
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError
+from paw_ray.models.paw import rsl_whole_part
 from paw_ray.train.manifest import MANIFEST_FILE, Manifest, stage_fingerprints
 from paw_ray.train.stage_table import STAGES
 
@@ -132,7 +133,6 @@ def measure(cfg: C.Config, manifest: Manifest, params: dict[str, int] | None = N
     """One finished variant run: mean test accuracy (%) per row, pointing accuracy (%), parameter
     counts, wall time (``spent``: stages trained here; ``total``: reused stages counted too) and
     the fine-tuned RSL's mean weight on the whole vs the own part subnet (as in Fig. 5)."""
-    from paw_ray.eval.figures import rsl_whole_part
     from paw_ray.train.checkpoints import load_state
 
     results = storage.read_json(manifest.stages["evaluate"].checkpoint)

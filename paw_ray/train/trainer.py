@@ -14,15 +14,11 @@ from typing import Any
 
 from paw_ray import storage
 from paw_ray.config import Config, StageConfig, to_dict
-from paw_ray.errors import PawRayError
+from paw_ray.errors import StageFailed, root_message
 from paw_ray.train.checkpoints import load_state, save_state
 from paw_ray.train.loop import STATE_FILE, train_worker_loop
 
-__all__ = ["run_train_stage", "StageFailed"]
-
-
-class StageFailed(PawRayError):
-    """A stage whose training failed after its allowed retries."""
+__all__ = ["run_train_stage", "ray_train_storage"]
 
 
 def ray_train_storage(run_dir: str) -> str:
@@ -65,7 +61,7 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
         result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; keep the message short and useful
         raise StageFailed(f"stage {stage!r} failed after {scfg.max_failures} allowed restart(s): "
-                          f"{_root_message(e)}") from e
+                          f"{root_message(e)}") from e
     if result.checkpoint is None:
         raise StageFailed(f"stage {stage!r} finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
@@ -77,11 +73,3 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
     final = dict(state["history"][-1])
     final["history"] = state["history"]
     return artifact, final
-
-
-def _root_message(e: BaseException) -> str:
-    """The innermost error's message, not a wall of Ray traceback."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from paw_ray import storage
+from paw_ray.errors import StageFailed, root_message
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
 from paw_ray.train.stage_table import StageRun
@@ -206,10 +207,8 @@ def run_parts(cfg, data_dir: str, run_dir: str, fingerprint: str, whole_location
             try:
                 rec = ray.get(ready[0])
             except Exception as e:  # noqa: BLE001
-                from paw_ray.train.trainer import StageFailed, _root_message
-
                 raise StageFailed(f"part {part:02d} ({ATTRIBUTES[part]}) failed after "
-                                  f"{cfg.parts.max_retries} retries: {_root_message(e)}") from e
+                                  f"{cfg.parts.max_retries} retries: {root_message(e)}") from e
             records[part] = rec
             acc = rec["metrics"].get("val_mean_accuracy", float("nan"))
             log(f"[parts] {len(records)}/40 done — part {part:02d} {ATTRIBUTES[part]}: "
