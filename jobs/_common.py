@@ -8,7 +8,6 @@ runs on the cluster's head node. They hold no options of their own: each is the
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -22,9 +21,7 @@ if _REPO not in sys.path:
 def run(subcommand: str, argv: list[str] | None = None) -> int:
     from paw_ray import cli
 
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[subcommand]
-    sub.prog = f"python jobs/{os.path.basename(sys.argv[0])}"
-    args = sub.parse_args(sys.argv[1:] if argv is None else argv)
+    parser = cli.subcommand_parser(subcommand, prog=f"python jobs/{os.path.basename(sys.argv[0])}")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     args.command = subcommand
-    return cli.run_parsed(args, sub.prog)
+    return cli.run_parsed(args, parser.prog)

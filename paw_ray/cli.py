@@ -63,17 +63,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- training
 
 def _train_config(args: argparse.Namespace):
+    """``config_from_args``, then the run flags ``--data``, ``--max-steps`` and ``--address``."""
     from paw_ray import config as C
 
     cfg = config_from_args(args)
-    extra = []
     if args.data:
-        extra.append(f"data.path={args.data}")
+        cfg.data.path = args.data
     if args.max_steps is not None:
-        extra.append(f"max_steps={args.max_steps}")
+        cfg.max_steps = args.max_steps
     if args.address:
-        extra.append(f"ray.address={args.address}")
-    return C.apply_overrides(cfg, extra) if extra else cfg
+        cfg.ray.address = args.address
+    C.validate(cfg)
+    return cfg
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -260,6 +261,19 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``paw-ray`` parser: one subcommand per capability."""
+    return _parser_and_subcommands()[0]
+
+
+def subcommand_parser(name: str, prog: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand alone, named ``prog``: what a job entrypoint
+    (``jobs/<name>.py``) parses, so that its options and checks are the subcommand's."""
+    p = _parser_and_subcommands()[1].choices[name]
+    p.prog = prog
+    return p
+
+
+def _parser_and_subcommands():
     parser = argparse.ArgumentParser(
         prog="paw-ray",
         description="PaW cascade face-attribute network (Ding et al., AAAI 2018) on Ray.",
@@ -345,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ablate)
 
     _add_output_parsers(sub)
-    return parser
+    return parser, sub
 
 
 def run_parsed(args: argparse.Namespace, prog: str) -> int:

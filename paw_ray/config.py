@@ -47,6 +47,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "semantic_dict",
+    "epochs_to_run",
     "RESOURCE",
 ]
 
@@ -246,6 +247,12 @@ def preset(name: str) -> Config:
 
 
 # --------------------------------------------------------------------------- dict / YAML
+
+def epochs_to_run(cfg: Config, epochs: int) -> int:
+    """How many of a stage's ``epochs`` run: all, or one when ``max_steps`` caps every stage
+    (a dry run)."""
+    return 1 if cfg.max_steps > 0 else epochs
+
 
 def semantic_dict(section: Any) -> dict[str, Any]:
     """A config section as a dict without its placement-only (``RESOURCE``) fields: what a

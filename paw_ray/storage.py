@@ -25,6 +25,7 @@ __all__ = [
     "resolve",
     "join",
     "is_local",
+    "absolute",
     "exists",
     "is_dir",
     "makedirs",
@@ -47,6 +48,13 @@ def local_path(location: str) -> str:
     if location.startswith("file://"):
         location = location[len("file://") :]
     return os.path.abspath(os.path.expanduser(location))
+
+
+def absolute(location: str) -> str:
+    """A local location as an absolute path, a URI as it is: Ray tasks and Train workers run
+    in other folders (other nodes, a job's working dir), where a relative path would name a
+    different place."""
+    return local_path(location) if is_local(location) else location
 
 
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:

@@ -276,7 +276,7 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
     """Train every variant for seeds 0..``seeds``-1, sharing stages with each other and with the
     run directories in ``reuse``; write and return the summary."""
     from paw_ray.train.cluster import check_placement_fits, ensure_ray
-    from paw_ray.train.run import absolute, data_identity, resolve_data, train
+    from paw_ray.train.run import data_identity, resolve_data, train
 
     names = list(variants or VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
@@ -284,8 +284,8 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
         raise PawRayError(f"unknown variant(s) {unknown}; variants are {', '.join(VARIANTS)}")
     if seeds < 1:
         raise PawRayError(f"--seeds must be >= 1, got {seeds}")
-    ablate_dir = absolute(ablate_dir)
-    reuse = [absolute(r) for r in reuse]
+    ablate_dir = storage.absolute(ablate_dir)
+    reuse = [storage.absolute(r) for r in reuse]
     missing = [r for r in reuse if not storage.exists(storage.join(r, MANIFEST_FILE))]
     if missing:
         raise PawRayError(f"--reuse: no run directory (manifest.json) at {', '.join(missing)}")

@@ -149,7 +149,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         gathered = [None] * world
         torch.distributed.all_gather_object(gathered, nodes[0])
         nodes = gathered
-    epochs = 1 if cfg.max_steps > 0 else scfg.epochs
+    epochs = C.epochs_to_run(cfg, scfg.epochs)
     per_worker_batch = max(1, scfg.batch_size // world)
     rows = loop_config["rows"]
     nbytes = row_bytes(cfg.data.image_size, centres=stage_spec(stage).crops_at_centres) * sum(

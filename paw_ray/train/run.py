@@ -28,7 +28,7 @@ from paw_ray.train.manifest import Manifest, RunDirError, stage_fingerprint
 from paw_ray.train.stage_table import STAGES, StageRun, stage_inputs
 from paw_ray.train.stage_table import stage as stage_spec
 
-__all__ = ["train", "resolve_data", "data_identity", "parse_stages", "absolute"]
+__all__ = ["train", "resolve_data", "data_identity", "parse_stages"]
 
 
 def parse_stages(stages: str | None, from_stage: str | None) -> list[str] | None:
@@ -95,12 +95,10 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     """
     from paw_ray.train.cluster import check_placement_fits, ensure_ray
 
-    # Ray tasks and Train workers run in other folders (other nodes, a job's working dir):
-    # a relative path would name a different place in each of them.
-    run_dir = absolute(run_dir)
+    run_dir = storage.absolute(run_dir)
     if cfg.data.path:
         cfg = copy.deepcopy(cfg)
-        cfg.data.path = absolute(cfg.data.path)
+        cfg.data.path = storage.absolute(cfg.data.path)
         shards.check_splits(cfg.data.path)  # an empty split: refused now, not after Ray and a stage started
     manifest = Manifest.load_or_create(run_dir)
     if manifest.preset and manifest.preset != cfg.preset:
@@ -150,11 +148,6 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     results_location = storage.join(run_dir, "results.json")
     return {"manifest": manifest,
             "results": storage.read_json(results_location) if storage.exists(results_location) else None}
-
-
-def absolute(location: str) -> str:
-    """A local location as an absolute path (every node and task reads the same place); URIs as they are."""
-    return storage.local_path(location) if storage.is_local(location) else location
 
 
 def _stale_centres(manifest: Manifest, cfg: Config, stage: str, fingerprint: str, forced: set[str]) -> bool:

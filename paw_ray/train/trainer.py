@@ -24,7 +24,7 @@ __all__ = ["run_train_stage", "ray_train_storage"]
 def ray_train_storage(run_dir: str) -> str:
     """Where Ray Train keeps a run's per-epoch checkpoints (inside the run directory)."""
     path = storage.join(run_dir, "ray_train")
-    return storage.local_path(path) if storage.is_local(path) else path
+    return storage.absolute(path)
 
 
 def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,

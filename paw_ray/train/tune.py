@@ -158,12 +158,9 @@ def _to_tune(space: dict[str, Any]) -> dict[str, Any]:
 
 
 def _max_epochs(cfg: C.Config, stage: str, space: dict[str, Any]) -> int:
-    if cfg.max_steps > 0:
-        return 1
     spec = space.get("epochs", getattr(cfg, stage).epochs)
-    if isinstance(spec, dict):
-        return max(1, int(max(next(iter(spec.values())))))
-    return max(1, int(spec))
+    most = max(next(iter(spec.values()))) if isinstance(spec, dict) else spec
+    return C.epochs_to_run(cfg, max(1, int(most)))
 
 
 # --------------------------------------------------------------------------- placement
@@ -239,7 +236,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from paw_ray.train.run import absolute, data_identity, resolve_data, train
+    from paw_ray.train.run import data_identity, resolve_data, train
 
     if stage not in TRAIN_STAGES:
         raise TuneError(f"--stage {stage!r}: tunable stages are the Ray Train stages "
@@ -250,7 +247,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
         raise TuneError(f"--scheduler {scheduler!r}: choose asha or fifo")
     space = dict(space) if space is not None else default_space(cfg, stage)
     check_space(space, cfg, stage)
-    run_dir = absolute(run_dir)
+    run_dir = storage.absolute(run_dir)
 
     # the stage's inputs: run, or reuse when complete for this config
     upstream = upstream_stages(cfg, stage)
@@ -296,7 +293,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     for result in grid:
         params = {k: result.config[k] for k in space} if result.config else {}
         m = result.metrics or {}
-        planned = 1 if cfg.max_steps > 0 else int(params.get("epochs", planned_default))
+        planned = C.epochs_to_run(cfg, int(params.get("epochs", planned_default)))
         history = []
         try:
             df = result.metrics_dataframe

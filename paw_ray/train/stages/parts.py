@@ -100,7 +100,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres_ref,
                   part=part, part_size=cfg.data.part_size)
     seed = cfg.seed * 100 + part
-    epochs = 1 if cfg.max_steps > 0 else pc.epochs
+    epochs = C.epochs_to_run(cfg, pc.epochs)
     rows = shards.read_info(data_dir).num_rows
     nbytes = row_bytes(cfg.data.part_size) * (rows["train"] + rows["val"])
     epochs_left = max(epochs, 1) - start_epoch  # a cache pays only with more than one epoch (a retry may have fewer)
