@@ -88,7 +88,8 @@ def _artifact_inputs(manifest: Manifest, cfg: Config, stage: str) -> dict[str, s
 
 def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
           log: Callable[[str], None] = print, only: set[str] | None = None) -> dict:
-    """Run the pipeline over ``run_dir``; return the manifest's stage records and the results.
+    """Run the pipeline over ``run_dir``; return the manifest's stage records, the results and
+    the data it used (``data_dir``, ``data_label``, ``data_identity``).
 
     ``only``: consider just these stages (reusing each one complete for its config, running
     the rest) and leave the others alone — how ``paw-ray tune`` makes a stage's inputs.
@@ -147,7 +148,8 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     log(f"[run] finished in {time.time() - t_start:.1f}s; run directory: {run_dir}")
     results_location = storage.join(run_dir, "results.json")
     return {"manifest": manifest,
-            "results": storage.read_json(results_location) if storage.exists(results_location) else None}
+            "results": storage.read_json(results_location) if storage.exists(results_location) else None,
+            "data_dir": data_dir, "data_label": data_label, "data_identity": identity}
 
 
 def _stale_centres(manifest: Manifest, cfg: Config, stage: str, fingerprint: str, forced: set[str]) -> bool:

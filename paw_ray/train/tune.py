@@ -236,7 +236,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from paw_ray.train.run import data_identity, resolve_data, train
+    from paw_ray.train.run import train
 
     if stage not in TRAIN_STAGES:
         raise TuneError(f"--stage {stage!r}: tunable stages are the Ray Train stages "
@@ -252,9 +252,8 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     # the stage's inputs: run, or reuse when complete for this config
     upstream = upstream_stages(cfg, stage)
     log(f"[tune] stage {stage}: inputs {', '.join(upstream) or 'none'} from {run_dir}")
-    manifest = train(cfg, run_dir, only=set(upstream), log=log)["manifest"]
-    data_dir, data_label = resolve_data(cfg, run_dir, log)
-    identity = data_identity(data_dir)
+    made = train(cfg, run_dir, only=set(upstream), log=log)
+    manifest, data_dir, data_label, identity = (made[k] for k in ("manifest", "data_dir", "data_label", "data_identity"))
     inputs = {s: manifest.stages[s].checkpoint for s in upstream}
     input_fps = {s: manifest.stages[s].fingerprint for s in upstream}
 
