@@ -190,7 +190,7 @@ def _fake_run(run_dir: str, cfg: C.Config, identity: str, wall: float = 10.0) ->
             continue
         ckpt = storage.join(run_dir, "stages", stage, "artifact")
         storage.write_bytes_atomic(ckpt, b"x")
-        manifest.stages[stage] = StageRecord(status="complete", fingerprint=fp, checkpoint=ckpt, wall_time_s=wall)
+        manifest.stages[stage] = StageRecord(status="complete", fingerprint=fp, artifact=ckpt, wall_time_s=wall)
     manifest.save()
     return manifest
 
@@ -209,7 +209,7 @@ def test_adopt_shared_stages_points_at_the_sibling_that_trained_them(tmp_path):
     grid = Manifest.load_or_create(grid_dir)  # reused_from survives the round trip
     for stage in reused:
         assert grid.stages[stage].reused_from == base_dir
-        assert grid.stages[stage].checkpoint == baseline.stages[stage].checkpoint, "no copy"
+        assert grid.stages[stage].artifact == baseline.stages[stage].artifact, "no copy"
         assert grid.stages[stage].finished_at == baseline.stages[stage].finished_at
     assert set(grid.stages) == set(reused), "the grid's own stages are left to train()"
     assert adopt_shared_stages(_variant("grid"), grid_dir, siblings, "d") == reused, "idempotent"
@@ -224,11 +224,11 @@ def test_adopt_shared_stages_points_at_the_sibling_that_trained_them(tmp_path):
 def _fake_results(manifest: Manifest, acc: float, rsl_whole: float) -> None:
     results = {"mean_accuracy": {"frl": acc, "whole": acc, "part": acc - 0.01, "paw": acc + 0.01, "majority": 0.8},
                "localization": {"mean": 0.5}}
-    storage.write_json_atomic(manifest.stages["evaluate"].checkpoint, results)
+    storage.write_json_atomic(manifest.stages["evaluate"].artifact, results)
     rsl = RegionSwitch()
     with torch.no_grad():
         rsl.weight[0] = rsl_whole
-    save_state(manifest.stages["finetune"].checkpoint, {"rsl.weight": rsl.weight.detach()})
+    save_state(manifest.stages["finetune"].artifact, {"rsl.weight": rsl.weight.detach()})
 
 
 def test_measure_summary_and_table(tmp_path):
@@ -289,9 +289,9 @@ def test_ablate_smoke_reuses_shared_stages(ray_local, tmp_path):
         rec = grid.stages[stage]
         assert rec.status == "complete"
         if stage in ("frl", "hint", "whole"):
-            assert rec.reused_from == baseline.run_dir and rec.checkpoint == baseline.stages[stage].checkpoint
+            assert rec.reused_from == baseline.run_dir and rec.artifact == baseline.stages[stage].artifact
         else:
-            assert not rec.reused_from and rec.checkpoint.startswith(grid.run_dir), stage
+            assert not rec.reused_from and rec.artifact.startswith(grid.run_dir), stage
     assert not os.path.exists(os.path.join(grid.run_dir, "stages", "frl")), "the grid trained no FRL"
     assert grid.stages["localize"].metrics["source"] == "grid"
     assert any("reusing frl from baseline, hint from baseline, whole from baseline" in line for line in logs)

@@ -37,7 +37,7 @@ def test_paper_preset_dry_run(ray_local, tmp_path):
     assert list(manifest.stages) == list(STAGES)
     rows = []
     for stage, rec in manifest.stages.items():
-        assert rec.status == "complete" and storage.exists(rec.checkpoint), stage
+        assert rec.status == "complete" and storage.exists(rec.artifact), stage
         m = rec.metrics
         if "train_steps" in m:  # Ray Train stages: one epoch of at most STEPS steps
             assert 1 <= m["train_steps"] <= STEPS and len(m["history"]) == 1, stage
@@ -51,10 +51,10 @@ def test_paper_preset_dry_run(ray_local, tmp_path):
     assert out["results"]["n_test"] == 4
 
     # the artifacts are the paper's networks: they load back at full size
-    frl = load_frl(cfg, manifest.stages["frl"].checkpoint)
+    frl = load_frl(cfg, manifest.stages["frl"].artifact)
     maps = frl(torch.zeros(1, 3, 224, 224)).maps
     assert tuple(maps.shape) == (1, 40 * 32, 14, 14)
     paw = PaW.from_config(cfg)
-    paw.load_state_dict(load_state(manifest.stages["finetune"].checkpoint))
+    paw.load_state_dict(load_state(manifest.stages["finetune"].artifact))
     assert sum(p.numel() for p in paw.parameters()) > 10_000_000  # about 11M in the paper
     print(f"\n[dry run] paper preset, {STEPS} steps/stage, 40 images: {wall:.0f}s\n  " + "\n  ".join(rows))

@@ -49,6 +49,19 @@ def test_manifest_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp*")), "no temporary files left behind"
 
 
+def test_a_manifest_written_before_artifact_was_named_so_still_reads(tmp_path):
+    """Run directories made when the record's field was called ``checkpoint`` stay usable."""
+    (tmp_path / "model.pt").write_bytes(b"x")
+    old = {"version": 1, "run_dir": str(tmp_path), "preset": "smoke", "data": "d", "created_at": 1.0,
+           "stages": {"frl": {"status": "complete", "fingerprint": "abc",
+                              "checkpoint": str(tmp_path / "model.pt")}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    m = Manifest.load_or_create(str(tmp_path))
+    assert m.stages["frl"].artifact == str(tmp_path / "model.pt") and m.is_complete("frl", "abc")
+    m.save()
+    assert "artifact" in json.loads((tmp_path / "manifest.json").read_text())["stages"]["frl"]
+
+
 def test_complete_stage_whose_artifact_vanished_is_not_complete(tmp_path):
     m = Manifest.load_or_create(str(tmp_path))
     m.start("frl", "abc", {})

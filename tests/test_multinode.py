@@ -84,7 +84,7 @@ def test_job_succeeds_with_complete_run_directory(cluster_job):
     manifest = Manifest.load_or_create(info["run_dir"])
     assert list(manifest.stages) == list(STAGES)
     for stage, rec in manifest.stages.items():
-        assert rec.status == "complete" and storage.exists(rec.checkpoint), stage
+        assert rec.status == "complete" and storage.exists(rec.artifact), stage
     results = storage.read_json(os.path.join(info["run_dir"], "results.json"))
     assert results["preset"] == "smoke" and results["n_test"] == 40
     assert os.path.isabs(manifest.run_dir) and manifest.run_dir == info["run_dir"]
@@ -146,7 +146,7 @@ def test_retrain_from_parts_on_new_data_reuses_frl_hint_whole(cluster_job, ray_l
     after = Manifest.load_or_create(run_dir)
     for stage in ("frl", "hint", "whole"):
         assert after.stages[stage].finished_at == before.stages[stage].finished_at, f"{stage} reused"
-        assert after.stages[stage].checkpoint == before.stages[stage].checkpoint
+        assert after.stages[stage].artifact == before.stages[stage].artifact
     for stage in ("localize", "parts", "fusion", "finetune", "evaluate"):
         assert after.stages[stage].finished_at > before.stages[stage].finished_at, f"{stage} rerun"
     assert any(line.startswith("[localize]") and "rerunning localize too" in line for line in logs), logs

@@ -44,7 +44,7 @@ def test_every_stage_completes_with_its_artifact(smoke_run):
     for stage, rec in manifest.stages.items():
         assert rec.status == "complete", stage
         assert rec.fingerprint and rec.wall_time_s > 0 and rec.config
-        assert storage.exists(rec.checkpoint), f"{stage}: {rec.checkpoint}"
+        assert storage.exists(rec.artifact), f"{stage}: {rec.artifact}"
     frl = manifest.stages["frl"].metrics
     assert cfg.frl.num_workers == 2 and frl["workers"] == 2, "FRL trained with DDP over 2 Ray Train workers"
     assert [h["epoch"] for h in frl["history"]] == list(range(cfg.frl.epochs))

@@ -53,11 +53,11 @@ class TrainedRun:
     def artifact(self, stage: str) -> str:
         """Location of ``stage``'s artifact; a clear error when the stage has not completed."""
         rec = self.manifest.stages.get(stage)
-        if rec is None or rec.status != "complete" or not rec.checkpoint:
+        if rec is None or rec.status != "complete" or not rec.artifact:
             state = "has not run" if rec is None else f"is {rec.status}"
             raise RunDirError(f"{self.run_dir}: stage {stage!r} {state}; finish the run first "
                               f"(paw-ray train --run-dir {self.run_dir} --preset {self.preset or '...'})")
-        location = rec.checkpoint
+        location = rec.artifact
         old = self.recorded_run_dir.rstrip("/")
         if old and location.startswith(old + "/"):
             location = storage.join(self.run_dir, *location[len(old) + 1:].split("/"))

@@ -135,8 +135,8 @@ def measure(cfg: C.Config, manifest: Manifest, params: dict[str, int] | None = N
     the fine-tuned RSL's mean weight on the whole vs the own part subnet (as in Fig. 5)."""
     from paw_ray.train.checkpoints import load_state
 
-    results = storage.read_json(manifest.stages["evaluate"].checkpoint)
-    whole, part = rsl_whole_part(load_state(manifest.stages["finetune"].checkpoint)["rsl.weight"].numpy())
+    results = storage.read_json(manifest.stages["evaluate"].artifact)
+    whole, part = rsl_whole_part(load_state(manifest.stages["finetune"].artifact)["rsl.weight"].numpy())
     loc = results.get("localization") or {}
     records = [manifest.stages[s] for s in STAGES]
     return {

@@ -1,4 +1,4 @@
-"""The run directory's manifest: for each stage its status, fingerprint, checkpoint,
+"""The run directory's manifest: for each stage its status, fingerprint, artifact,
 metrics, wall time and the config it ran with.
 
 A stage's *fingerprint* hashes exactly what its result depends on: its own config
@@ -67,7 +67,7 @@ def stage_fingerprints(cfg: Config, data_identity: str) -> dict[str, str]:
 class StageRecord:
     status: str = "pending"  # pending | running | complete | failed
     fingerprint: str = ""
-    checkpoint: str = ""  # location of the stage's artifact (weights or table)
+    artifact: str = ""  # location of what the stage made (weights, a table, results.json)
     metrics: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
     started_at: float = 0.0
@@ -75,6 +75,13 @@ class StageRecord:
     config: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     reused_from: str = ""  # run directory that trained it, when adopted from a sibling run (paw-ray ablate)
+
+
+def _renamed(record: Any) -> Any:
+    """A stage record as written before ``checkpoint`` was renamed ``artifact``, read as now."""
+    if isinstance(record, dict) and "checkpoint" in record and "artifact" not in record:
+        record = {("artifact" if k == "checkpoint" else k): v for k, v in record.items()}
+    return record
 
 
 @dataclass
@@ -110,7 +117,7 @@ class Manifest:
         ):
             raise RunDirError(f"{where}: not a paw_ray manifest (version {MANIFEST_VERSION})")
         try:
-            stages = {k: StageRecord(**v) for k, v in obj["stages"].items()}
+            stages = {k: StageRecord(**_renamed(v)) for k, v in obj["stages"].items()}
         except TypeError as e:
             raise RunDirError(f"{where}: malformed stage record ({e})") from None
         unknown = set(stages) - set(STAGES)
@@ -131,16 +138,16 @@ class Manifest:
     def is_complete(self, stage: str, fingerprint: str) -> bool:
         rec = self.stages.get(stage)
         return bool(rec and rec.status == "complete" and rec.fingerprint == fingerprint
-                    and (not rec.checkpoint or storage.exists(rec.checkpoint)))
+                    and (not rec.artifact or storage.exists(rec.artifact)))
 
     def start(self, stage: str, fingerprint: str, config: dict[str, Any]) -> None:
         self.stages[stage] = StageRecord(status="running", fingerprint=fingerprint,
                                          started_at=time.time(), config=config)
         self.save()
 
-    def complete(self, stage: str, checkpoint: str, metrics: dict[str, Any]) -> None:
+    def complete(self, stage: str, artifact: str, metrics: dict[str, Any]) -> None:
         rec = self.record(stage)
-        rec.status, rec.checkpoint, rec.metrics = "complete", checkpoint, metrics
+        rec.status, rec.artifact, rec.metrics = "complete", artifact, metrics
         rec.finished_at = time.time()
         rec.wall_time_s = round(rec.finished_at - rec.started_at, 2)
         rec.error = ""

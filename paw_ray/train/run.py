@@ -82,7 +82,7 @@ def _artifact_inputs(manifest: Manifest, cfg: Config, stage: str) -> dict[str, s
         if rec is None or rec.status != "complete":
             raise RunDirError(f"stage {stage!r} needs stage {s!r}, which has not completed in "
                               f"{manifest.run_dir}; run it too (e.g. --from-stage {s})")
-        inputs[s] = rec.checkpoint
+        inputs[s] = rec.artifact
     return inputs
 
 
@@ -139,11 +139,11 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
         manifest.start(stage, fp, _stage_config(cfg, stage))
         log(f"[{stage}] running")
         try:
-            checkpoint, metrics = _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log)
+            artifact, metrics = _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log)
         except BaseException as e:
             manifest.fail(stage, f"{type(e).__name__}: {e}")
             raise
-        manifest.complete(stage, checkpoint, metrics)
+        manifest.complete(stage, artifact, metrics)
         log(f"[{stage}] done in {manifest.stages[stage].wall_time_s:.1f}s{_summary(metrics)}")
     log(f"[run] finished in {time.time() - t_start:.1f}s; run directory: {run_dir}")
     results_location = storage.join(run_dir, "results.json")

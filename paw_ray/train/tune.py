@@ -254,7 +254,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     log(f"[tune] stage {stage}: inputs {', '.join(upstream) or 'none'} from {run_dir}")
     made = train(cfg, run_dir, only=set(upstream), log=log)
     manifest, data_dir, data_label, identity = (made[k] for k in ("manifest", "data_dir", "data_label", "data_identity"))
-    inputs = {s: manifest.stages[s].checkpoint for s in upstream}
+    inputs = {s: manifest.stages[s].artifact for s in upstream}
     input_fps = {s: manifest.stages[s].fingerprint for s in upstream}
 
     search = f"search-{time.strftime('%Y%m%d-%H%M%S')}"
