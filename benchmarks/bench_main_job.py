@@ -1,9 +1,10 @@
 """The main job as a new user runs it (``paw-ray train``: SynthFaces rendered, every stage,
-the report), on an earlier commit and on this checkout, back to back on the same machine.
+the report), on two commits of this repository, back to back on the same machine.
 
 Each side runs in a fresh empty folder, in its own process, with this venv's packages and
-that side's source first on ``PYTHONPATH`` (an earlier commit is checked out in a temporary
-``git worktree``). The result is the earlier side's wall time over this side's:
+that commit's source first on ``PYTHONPATH`` (each commit is checked out in a temporary
+``git worktree``, so uncommitted edits in this checkout play no part). The result is the
+earlier side's wall time over the later one's:
 
 - ``main_job_speedup``: before / after, target 1.6 (the data-path issue's goal, with the
   commit before that work, ``1c8ca45``, as the default ``--before``).
@@ -11,7 +12,7 @@ that side's source first on ``PYTHONPATH`` (an earlier commit is checked out in 
 Per stage it prints both sides' wall times from their manifests, and how often each log
 holds Ray Data's "Cluster resources are not enough" warning (a user reads it as a hang).
 
-    python benchmarks/bench_main_job.py [--quick] [--before REV] [--preset demo] [--set KEY=VALUE ...]
+    python benchmarks/bench_main_job.py [--quick] [--before REV] [--after REV] [--preset demo] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the smoke preset on 200 images: checks it runs")
     ap.add_argument("--before", default="1c8ca45", help="the earlier commit (default: before the data-path work)")
+    ap.add_argument("--after", default="HEAD", help="the later commit (default: HEAD)")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to both sides")
     args = ap.parse_args()
@@ -65,18 +67,19 @@ def main() -> None:
     argv = ["train", "--preset", preset] + [a for s in sets for a in ("--set", s)]
     before = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", args.before], check=True,
                             capture_output=True, text=True).stdout.strip()
-    after = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=True,
+    after = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", args.after], check=True,
                            capture_output=True, text=True).stdout.strip()
-    print(f"bench_main_job: {machine_note()}; before {before}, after {after} (+ working tree)", flush=True)
+    print(f"bench_main_job: {machine_note()}; before {before}, after {after}", flush=True)
     with tempfile.TemporaryDirectory(prefix="paw-main-job-") as tmp:
-        tree = os.path.join(tmp, "before-src")
-        subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", tree, before], check=True,
-                       capture_output=True)
-        try:
-            sides = {"before": run_side("before", tree, os.path.join(tmp, "before"), argv),
-                     "after": run_side("after", REPO, os.path.join(tmp, "after"), argv)}
-        finally:
-            subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", tree], capture_output=True)
+        sides = {}
+        for name, rev in (("before", before), ("after", after)):
+            tree = os.path.join(tmp, f"{name}-src")
+            subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", tree, rev], check=True,
+                           capture_output=True)
+            try:
+                sides[name] = run_side(name, tree, os.path.join(tmp, name), argv)
+            finally:
+                subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", tree], capture_output=True)
     b, a = sides["before"], sides["after"]
     print(f"\n| stage | before {before} (s) | after {after} (s) | speedup |\n|---|---|---|---|")
     for stage in a["stages"]:
