@@ -37,7 +37,8 @@ def run_side(name: str, source: str, work: str, argv: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=source)
     env.pop("RAY_ADDRESS", None)
     log_path = os.path.join(work, "train.log")
-    code = f"import sys; from paw_ray import cli; sys.exit(cli.main({argv!r}))"
+    code = f"import sys, paw_ray; print('paw_ray:', paw_ray.__file__, flush=True); " \
+           f"from paw_ray import cli; sys.exit(cli.main({argv!r}))"
     print(f"[{name}] {source}: paw-ray {' '.join(argv)} (log: {log_path})", flush=True)
     t = time.perf_counter()
     with open(log_path, "w") as log:
@@ -46,6 +47,8 @@ def run_side(name: str, source: str, work: str, argv: list[str]) -> dict:
     text = open(log_path, errors="replace").read()
     if rc != 0:
         sys.exit(f"[{name}] failed ({rc}):\n{text[-4000:]}")
+    if not text.startswith(f"paw_ray: {os.path.join(source, 'paw_ray')}"):
+        sys.exit(f"[{name}] imported paw_ray from elsewhere: {text.splitlines()[0]}")
     run_dir = os.path.join(work, "runs", argv[argv.index("--preset") + 1])
     with open(os.path.join(run_dir, "manifest.json")) as f:
         stages = {s: rec["wall_time_s"] for s, rec in json.load(f)["stages"].items()}
