@@ -81,6 +81,11 @@ def is_dir(location: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
+def is_file(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
 def makedirs(location: str) -> None:
     fs, path = resolve(location)
     fs.create_dir(path, recursive=True)
