@@ -9,8 +9,9 @@ earlier side's wall time over the later one's:
 - ``main_job_speedup``: before / after, target 1.6 (the data-path issue's goal, with the
   commit before that work, ``1c8ca45``, as the default ``--before``).
 
-Per stage it prints both sides' wall times from their manifests, and how often each log
-holds Ray Data's "Cluster resources are not enough" warning (a user reads it as a hang).
+Per stage it prints both sides' wall times from their manifests, how often each log holds
+Ray Data's "Cluster resources are not enough" warning (a user reads it as a hang), and both
+sides' mean test accuracy per row of ``results.json``.
 
     python benchmarks/bench_main_job.py [--quick] [--before REV] [--after REV] [--preset demo] [--set KEY=VALUE ...]
 """
@@ -52,7 +53,9 @@ def run_side(name: str, source: str, work: str, argv: list[str]) -> dict:
     run_dir = os.path.join(work, "runs", argv[argv.index("--preset") + 1])
     with open(os.path.join(run_dir, "manifest.json")) as f:
         stages = {s: rec["wall_time_s"] for s, rec in json.load(f)["stages"].items()}
-    return {"wall_s": wall, "stages": stages, "warnings": text.count(STARVATION_WARNING)}
+    with open(os.path.join(run_dir, "results.json")) as f:
+        accuracy = json.load(f)["mean_accuracy"]
+    return {"wall_s": wall, "stages": stages, "warnings": text.count(STARVATION_WARNING), "accuracy": accuracy}
 
 
 def main() -> None:
@@ -90,6 +93,8 @@ def main() -> None:
         print(f"| {stage} | {tb:.1f} | {ta:.1f} | {tb / ta if ta else float('nan'):.2f} |")
     print(f"| main job, wall | {b['wall_s']:.1f} | {a['wall_s']:.1f} | {b['wall_s'] / a['wall_s']:.2f} |")
     print(f"'{STARVATION_WARNING}' warnings: before {b['warnings']}, after {a['warnings']}")
+    print("mean test accuracy (%), before / after: " + ", ".join(
+        f"{row} {100 * b['accuracy'].get(row, float('nan')):.2f} / {100 * acc:.2f}" for row, acc in a["accuracy"].items()))
     print(result_line("main_job_speedup", b["wall_s"] / a["wall_s"], 1.6))
 
 
