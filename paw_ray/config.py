@@ -193,13 +193,12 @@ def _paper() -> Config:
 
 def _demo() -> Config:
     """SynthFaces at 96 px on a laptop CPU: TNet at quarter width with three pools (12x12
-    heatmaps, the paper's grid density; four leave 6x6 cells of 16 px, and pointing fell
-    from 16.3% to 13.8% against a 10% chance), 16 maps per attribute, SNet3 subnets, 28 px
-    parts (64/224 of the side, as in the paper). AdamW instead of the paper's SGD: on this
-    budget of steps SGD barely leaves the label prior (measured: 0.814 vs 0.863 val accuracy
-    for g_0 after 300 steps). Every Ray Train stage runs two DDP workers of 0.75 CPU: with
-    one, a 2-core machine left a core to the light data tasks (FRL 1.43x faster with two,
-    ``benchmarks/bench_scaling.py``)."""
+    heatmaps, the paper's grid density; a fourth pool leaves cells too coarse to point with),
+    16 maps per attribute, SNet3 subnets, 28 px parts (64/224 of the side, as in the paper).
+    AdamW instead of the paper's SGD, which barely leaves the label prior in this few steps.
+    Every Ray Train stage runs two DDP workers of 0.75 CPU, so that a 2-core machine keeps
+    both cores training (benchmarks/README.md, "Why the presets and layouts are as they are",
+    has the measurements behind these choices)."""
     cfg = Config(preset="demo")
     cfg.data = DataConfig(image_size=96, part_size=28, synth_n=6000)
     adamw = dict(optimizer="adamw", lr_schedule="cosine", batch_size=64)
@@ -216,9 +215,8 @@ def _demo() -> Config:
 
 def _smoke() -> Config:
     """1,600 SynthFaces at 48 px, seconds per stage: for tests. The FRL trains with DDP over
-    two Ray Train workers; two pools keep its heatmaps 12x12. Part crops are half the side:
-    at 48 px a 16 px crop rarely held the cue, and the part subnets learned next to nothing
-    (balanced accuracy 51.9% vs 52.7% with 24 px, majority 50%)."""
+    two Ray Train workers; two pools keep its heatmaps 12x12. Part crops are half the side,
+    large enough to hold an attribute's cue at this size."""
     cfg = Config(preset="smoke")
     cfg.data = DataConfig(image_size=48, part_size=24, synth_n=1600)
     adamw = dict(optimizer="adamw", lr_schedule="cosine", batch_size=32, cpus_per_worker=0.5)

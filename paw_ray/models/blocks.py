@@ -113,7 +113,7 @@ class GroupedAttributeHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(*lead, num_attributes, maps_per_attribute))
         self.bias = nn.Parameter(torch.zeros(*lead, num_attributes))
         # unit-variance scores from unit-scale pooled maps: with the VGG-style N(0, 0.01)
-        # the 40 scores barely move for the first few hundred steps (measured on SynthFaces)
+        # the 40 scores barely move for the first few hundred steps
         nn.init.normal_(self.weight, 0.0, maps_per_attribute ** -0.5)
 
     def init_bias_from_prior(self, positive_rate) -> None:

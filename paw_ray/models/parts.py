@@ -57,9 +57,9 @@ def crop_windows(images: torch.Tensor, corners: torch.Tensor, part_size: int) ->
     windows inside, as ``part_windows`` gives).
 
     One gather: every window start of the batch is a row of a strided (overlapping) view
-    of the images, and ``index_select`` copies the chosen rows (20x a PIL crop loop; the
-    4-index advanced-indexing form is 5x slower). Backward scatter-adds the crops'
-    gradients into the images.
+    of the images, and ``index_select`` copies the chosen rows (far faster than a crop loop
+    or 4-index advanced indexing, ``benchmarks/bench_models.py``). Backward scatter-adds the
+    crops' gradients into the images.
     """
     return _CropWindows.apply(images, corners.to(images.device), int(part_size))
 

@@ -39,15 +39,11 @@ class PartSubnets(nn.Module):
     State-dict keys equal a standalone ``SNet``'s, with every tensor stacked part-major
     on dim 0; ``part_state_dict(i)`` / ``load_part_state_dict(i, sd)`` convert exactly.
 
-    Execution (``benchmarks/bench_models.py``, forward + backward, batch 64). On a GPU the
-    parts run as one grouped pass: 8.4x faster than a loop over 40 ``SNet`` modules at the
-    demo sizes, 2.9x at the paper's (H100). On CPU, oneDNN's grouped convolutions are
-    slower per FLOP than plain ones and a 40-part activation (128 MB after the first conv
-    at demo sizes) falls out of cache, so one grouped pass is no faster than the loop
-    (0.9-1.2x). The CPU path therefore runs channels-last over blocks of
-    ``CPU_PARTS_PER_BLOCK`` parts (10 grouped passes; each stacked tensor ``split`` once):
-    1.5-1.75x a plain loop on the 2-core dev machine, on a par with a channels-last loop.
-    ``parts_per_block`` overrides the choice (None = by device).
+    Execution: on a GPU the parts run as one grouped pass. On CPU, grouped convolutions are
+    slower per FLOP than plain ones and a 40-part activation falls out of cache, so the CPU
+    path runs channels-last over blocks of ``CPU_PARTS_PER_BLOCK`` parts (10 grouped passes;
+    each stacked tensor ``split`` once). ``parts_per_block`` overrides the choice (None = by
+    device). ``benchmarks/bench_models.py`` compares both with a loop over 40 ``SNet``s.
     """
 
     def __init__(self, num_parts: int = 40, kind: str = "snet3", width: float = 1.0,

@@ -65,10 +65,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def channels_last(x):
-    """``x`` (a model or an image batch) in the channels_last memory format, where the
-    convolutions run faster: the training step of the FRL 1.22x and of PaW 1.14x on one CPU
-    thread at the demo size, and 1.85x and 1.33x on an H200 at the paper size
-    (``benchmarks/bench_roofline.py``)."""
+    """``x`` (a model or an image batch) in the channels_last memory format, where every
+    stage's convolutions run faster, on CPUs and GPUs (``benchmarks/bench_roofline.py``)."""
     if isinstance(x, nn.Module):
         return x.to(memory_format=torch.channels_last)
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
