@@ -62,7 +62,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- training
 
-def _train_config(args: argparse.Namespace):
+def train_config(args: argparse.Namespace):
     """``config_from_args``, then the run flags ``--data``, ``--max-steps`` and ``--address``."""
     from paw_ray import config as C
 
@@ -81,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from paw_ray.train.run import parse_stages, train
     from paw_ray.train.stages.evaluate import pointing_scope
 
-    cfg = _train_config(args)
+    cfg = train_config(args)
     run_dir = args.run_dir or f"runs/{cfg.preset}"
     out = train(cfg, run_dir, stages=parse_stages(args.stages, args.from_stage))
     if out["results"]:
@@ -96,14 +96,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   f"(a random centre: {100 * loc['chance_mean']:.1f}%)")
         print(f"Full table: {run_dir}/results.md")
     print(f"Run directory: {run_dir}")
-    _report_after_train(run_dir)
+    report_after_train(run_dir)
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from paw_ray.train.tune import format_summary, load_space, run_tune
 
-    cfg = _train_config(args)
+    cfg = train_config(args)
     run_dir = args.run_dir or f"runs/{cfg.preset}"
     space = load_space(args.space, cfg, args.stage) if args.space else None
     summary = run_tune(cfg, run_dir, args.stage, num_samples=args.num_samples, scheduler=args.scheduler,
@@ -118,7 +118,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from paw_ray.train.ablate import ablate, format_ablations
 
-    cfg = _train_config(args)
+    cfg = train_config(args)
     run_dir = args.run_dir or f"runs/ablate-{cfg.preset}"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     summary = ablate(cfg, run_dir, seeds=args.seeds, variants=variants, reuse=args.reuse or [])
@@ -143,7 +143,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _report_after_train(run_dir: str) -> None:
+def report_after_train(run_dir: str) -> None:
     """The run's report at the end of `paw-ray train`; a failure is a warning, never a lost run."""
     try:
         from paw_ray.eval.report import write_report  # matplotlib and the figures: inside the guard too

@@ -143,7 +143,7 @@ SWITCHES = ["--set", "frl.mnl=false", "--set", "student=snet1", "--set", "parts.
 @pytest.mark.parametrize("command", [["train"], ["tune", "--stage", "whole"], ["ablate", "--seeds", "2"]])
 def test_switches_from_the_command_line(command):
     args = cli.build_parser().parse_args(command + ["--preset", "smoke"] + SWITCHES)
-    cfg = cli._train_config(args)
+    cfg = cli.train_config(args)
     assert (cfg.frl.mnl, cfg.student, cfg.parts.source) == (False, "snet1", "grid")
 
 

@@ -275,9 +275,9 @@ def test_bad_run_directory_exits_2_and_is_left_as_it_was(tmp_path, capsys, name,
 def test_a_report_that_fails_after_training_is_a_warning_not_a_failed_run(monkeypatch, tmp_path, capsys):
     import sys
 
-    cli._report_after_train(str(tmp_path))  # no run there: write_report raises
+    cli.report_after_train(str(tmp_path))  # no run there: write_report raises
     err = capsys.readouterr().err
     assert "the run is complete but its report failed" in err and f"paw-ray report --run-dir {tmp_path}" in err
     monkeypatch.setitem(sys.modules, "paw_ray.eval.report", None)  # the report module cannot even be imported
-    cli._report_after_train(str(tmp_path))
+    cli.report_after_train(str(tmp_path))
     assert "report failed (ModuleNotFoundError" in capsys.readouterr().err

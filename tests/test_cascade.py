@@ -81,13 +81,13 @@ def test_cascade_refuses_images_of_the_wrong_size(smoke_cfg):
 @pytest.mark.parametrize("source", ["frl", "grid"])
 def test_export_matches_pytorch_at_another_batch_size(smoke_cfg, tmp_path, fmt, source):
     """Traced with a batch of 2, run with 7: same probabilities (tight) and identical boxes."""
-    from paw_ray.serve.export import FORMATS, PARITY_ATOL, _write_model, run_exported
+    from paw_ray.serve.export import FORMATS, PARITY_ATOL, write_model, run_exported
 
     cascade = _cascade(smoke_cfg, source)
     cascade.one_pass = True
     cascade.paw.parts.parts_per_block = 40
     path = str(tmp_path / FORMATS[fmt])
-    _write_model(cascade, fmt, path)
+    write_model(cascade, fmt, path)
     images = _images(7, smoke_cfg.data.image_size, seed=3).numpy()
     with torch.no_grad():
         ref_p, ref_b = (t.numpy() for t in cascade(torch.from_numpy(images)))

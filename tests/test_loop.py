@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from paw_ray.train.loop import _all_reduce
+from paw_ray.train.loop import all_reduce_in_place
 
 from ray_cluster import free_port
 
@@ -17,7 +17,7 @@ def _reduce_in_group(rank: int, world: int, backend: str, port: int, device: str
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         t = torch.tensor([1.0 + rank, 10.0 * (rank + 1)], dtype=torch.float64)
-        out = _all_reduce(t, torch.device(device))
+        out = all_reduce_in_place(t, torch.device(device))
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
             json.dump([out is t, t.device.type, t.tolist()], f)
     finally:

@@ -177,7 +177,7 @@ def _live_placement_groups() -> set[str]:
 
 
 def test_tune_on_smoke_writes_a_best_config_train_accepts(cluster_job, ray_local):
-    from paw_ray.cli import _train_config, build_parser
+    from paw_ray.cli import train_config, build_parser
     from paw_ray.train.run import train
     from paw_ray.train.tune import run_tune
 
@@ -215,7 +215,7 @@ def test_tune_on_smoke_writes_a_best_config_train_accepts(cluster_job, ray_local
     best_yaml = os.path.join(stage_dir, "best.yaml")
     args = build_parser().parse_args(["train", "--preset", "smoke", "--set-from", best_yaml,
                                       *sum((["--set", s] for s in JOB_SETS), [])])
-    best_cfg = _train_config(args)
+    best_cfg = train_config(args)
     assert best_cfg.whole.lr == pytest.approx(summary["best"]["params"]["lr"])
     assert best_cfg.whole.batch_size == summary["best"]["params"]["batch_size"]
     # ... and trains with it: whole reruns with the tuned values, its inputs reused

@@ -35,7 +35,8 @@ from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.errors import PawRayError
 
-__all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "run_exported", "deployable_cascade"]
+__all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "run_exported", "deployable_cascade",
+           "write_model"]
 
 FORMATS = {"torchscript": "paw_cascade.torchscript.pt", "onnx": "paw_cascade.onnx"}
 PARITY_ATOL = 1e-5
@@ -51,7 +52,8 @@ def deployable_cascade(run):
     return cascade.eval()
 
 
-def _write_model(cascade, fmt: str, path: str) -> None:
+def write_model(cascade, fmt: str, path: str) -> None:
+    """Write ``cascade`` (the deployable one-pass module) to ``path`` as ``fmt``."""
     import warnings
 
     import torch
@@ -130,7 +132,7 @@ def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None,
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:  # write locally, verify, then store (URIs too)
         path = os.path.join(tmp, FORMATS[fmt])
-        _write_model(cascade, fmt, path)
+        write_model(cascade, fmt, path)
         sample = sample_faces(run.data_dir(log), cascade.image_size, n=8)
         parity = verify_export(cascade, path, fmt, sample["image"][:8])
         with open(path, "rb") as f:

@@ -34,7 +34,8 @@ from paw_ray.train.stage_table import stage as stage_spec
 from paw_ray.train.task import TrainTask
 
 __all__ = ["train_worker_loop", "make_optimizer", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
-           "per_attribute_correct", "peak_rss_mb", "channels_last", "describe_placement", "validates"]
+           "per_attribute_correct", "peak_rss_mb", "channels_last", "describe_placement", "validates",
+           "all_reduce_in_place"]
 
 STATE_FILE = "state.pt"
 
@@ -97,7 +98,7 @@ def autocast(device, precision: str):
     return contextlib.nullcontext
 
 
-def _all_reduce(t: torch.Tensor, device) -> torch.Tensor:
+def all_reduce_in_place(t: torch.Tensor, device) -> torch.Tensor:
     """Sum the CPU tensor ``t`` across DDP workers, in place. The reduction runs on the
     workers' ``device``: NCCL (Ray Train's backend with ``use_gpu``) reduces only GPU tensors."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -206,7 +207,7 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
         val_stats = StreamStats()
         val = validate(model, task, val_feed.epoch(epoch, val_stats), val_stats, device, max_steps, cast)
     val_s = time.time() - t_val
-    counts = _all_reduce(torch.tensor([run.loss_sum, run.steps, stats.rows, stats.decode_failures],
+    counts = all_reduce_in_place(torch.tensor([run.loss_sum, run.steps, stats.rows, stats.decode_failures],
                                       dtype=torch.float64), device)
     metrics = {
         "epoch": epoch,
@@ -303,9 +304,9 @@ def validate(model, task: TrainTask, batches, stats: StreamStats, device, max_st
         totals += torch.tensor([len(b["image_id"]), float(loss), 1.0], dtype=torch.float64)
         if max_steps and i + 1 >= max_steps:
             break
-    _all_reduce(correct, device)
-    _all_reduce(totals, device)
-    failures = int(_all_reduce(torch.tensor([stats.decode_failures], dtype=torch.float64), device)[0])
+    all_reduce_in_place(correct, device)
+    all_reduce_in_place(totals, device)
+    failures = int(all_reduce_in_place(torch.tensor([stats.decode_failures], dtype=torch.float64), device)[0])
     rows = max(float(totals[0]), 1.0)
     return {"loss": float(totals[1] / max(float(totals[2]), 1.0)),
             "mean_accuracy": float((correct / rows).mean()),
