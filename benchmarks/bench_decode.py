@@ -1,5 +1,5 @@
 """Decoder choice: images/s on one core of PIL (with ``draft`` for JPEG, as
-``paw_ray.data.pipeline`` decodes today) against ``torchvision.io.decode_image``
+``paw_ray.data.stream`` decodes today) against ``torchvision.io.decode_image``
 (libpng / libjpeg-turbo), on the bytes the shards hold.
 
 The bytes: SynthFaces faces encoded as the shards encode them, PNG at ``compress_level=1``
@@ -21,7 +21,7 @@ import torch
 
 from benchlib import machine_note, result_line, time_interleaved
 from paw_ray.attributes import NUM_ATTRIBUTES
-from paw_ray.data.pipeline import decode_pil, decode_torchvision
+from paw_ray.data.stream import decode_pil, decode_torchvision
 from paw_ray.data.synthfaces import render_face
 
 

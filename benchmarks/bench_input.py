@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from benchlib import machine_note, result_line, start_ray, synth_set
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.pipeline import decode_batch, image_stream
+from paw_ray.data.stream import decode_batch, image_stream
 
 
 class ShardBatches(IterableDataset):

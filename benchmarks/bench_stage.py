@@ -40,7 +40,7 @@ from benchlib import machine_note, result_line, start_ray, synth_set
 from paw_ray import config as C
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.pipeline import decode_batch, image_stream
+from paw_ray.data.stream import decode_batch, image_stream
 from paw_ray.train.loop import epoch_lr, make_optimizer
 from paw_ray.train.manifest import Manifest
 from paw_ray.train.run import train

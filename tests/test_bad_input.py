@@ -9,7 +9,7 @@ Covered elsewhere, not repeated here:
   ``test_allow_partial_*``);
 - images when preparing CelebA (zero bytes, truncated, not an image, huge, grayscale, CMYK,
   unusual sizes): ``test_celeba.py`` (``test_prepare_*``); an undecodable image in a shard
-  is skipped and counted by the training stream: ``test_pipeline.py``
+  is skipped and counted by the training stream: ``test_stream.py``
   (``test_corrupt_image_is_counted_not_fatal``);
 - config keys, types and values for ``--set`` and YAML: ``test_config.py``;
 - corrupted manifests: ``test_manifest.py``; a changed config reruns the stages it touches

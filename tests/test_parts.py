@@ -12,7 +12,7 @@ import pytest
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.data import shards
-from paw_ray.data.pipeline import CentresTable
+from paw_ray.data.stream import CentresTable
 from paw_ray.data.synthfaces import synthesize
 from paw_ray.models.students import SNet
 from paw_ray.train.checkpoints import load_state, save_state

@@ -40,7 +40,7 @@ def sample_faces(data_dir: str, image_size: int, n: int = N_SAMPLES) -> dict[str
     import pyarrow.parquet as pq
 
     from paw_ray.data import shards
-    from paw_ray.data.pipeline import decode_batch
+    from paw_ray.data.stream import decode_batch
 
     info = shards.read_info(data_dir)
     columns = ["image_id", "image", "labels"] + (["part_boxes_gt"] if info.has_part_boxes_gt else [])

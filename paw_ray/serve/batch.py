@@ -3,7 +3,7 @@ Ray Data, written as Parquet predictions (``jobs/predict.py``).
 
 The stream is the training pipeline's own (``image_stream``: read and decode tasks with a
 *fractional* CPU each, ``data.op_cpus``, so they run beside the model actors instead of
-waiting for a whole CPU — see ``paw_ray.data.pipeline``), then
+waiting for a whole CPU — see ``paw_ray.data.stream``), then
 ``map_batches(CascadePredictor, compute=ActorPoolStrategy(size=N), num_gpus=...)``: each
 actor loads the cascade once (weights only) and keeps it for every batch; on a cluster
 with GPUs each actor holds one (or a fraction, ``gpus_per_actor``).
@@ -100,7 +100,7 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     import ray.data
 
     from paw_ray.data import shards
-    from paw_ray.data.pipeline import image_stream
+    from paw_ray.data.stream import image_stream
     from paw_ray.serve.loading import open_run
 
     run = open_run(run_dir)

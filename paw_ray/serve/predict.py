@@ -208,7 +208,7 @@ class Predictor:
         import pyarrow.parquet as pq
 
         from paw_ray import storage
-        from paw_ray.data.pipeline import decode_batch
+        from paw_ray.data.stream import decode_batch
 
         info = shards.read_info(folder)
         splits = shards.SPLITS if self.split == "all" else (self.split,)

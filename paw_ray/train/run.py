@@ -190,7 +190,7 @@ def _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log):
 def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None):
     import ray
 
-    from paw_ray.data.pipeline import image_stream
+    from paw_ray.data.stream import image_stream
     from paw_ray.train.stages.localize import load_centres
     from paw_ray.train.trainer import run_train_stage
 

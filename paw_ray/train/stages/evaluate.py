@@ -24,7 +24,7 @@ from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.pipeline import image_stream
+from paw_ray.data.stream import image_stream
 from paw_ray.train.stage_table import StageRun
 
 __all__ = ["run_stage", "run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",

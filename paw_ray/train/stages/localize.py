@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from paw_ray import storage
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.pipeline import CentresTable, image_stream
+from paw_ray.data.stream import CentresTable, image_stream
 from paw_ray.train.stage_table import StageRun
 
 __all__ = ["run_stage", "run_localize", "load_centres", "FRLLocalizer", "CENTRES_FILE"]

@@ -62,7 +62,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     from paw_ray.data import shards
     from paw_ray.data.cache import choose_placement, row_bytes
     from paw_ray.data.feed import EpochFeed
-    from paw_ray.data.pipeline import image_stream
+    from paw_ray.data.stream import image_stream
     from paw_ray.models.students import SNet
     from paw_ray.train.task import TrainTask
     from paw_ray.train.loop import channels_last, describe_placement, make_optimizer, run_epoch, validates

@@ -15,7 +15,7 @@ from paw_ray.data import shards
 from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD, StreamStats, flip_decisions, model_batch
 from paw_ray.data.cache import choose_placement
 from paw_ray.data.feed import EpochFeed
-from paw_ray.data.pipeline import CentresTable, decode_batch, decode_image, decode_pil, image_stream, window_corners
+from paw_ray.data.stream import CentresTable, decode_batch, decode_image, decode_pil, image_stream, window_corners
 
 N_TRAIN, N_TEST, SIZE = 200, 20, 32
 CORRUPT_ID = "img-0007"
