@@ -12,7 +12,7 @@ from paw_ray.attributes import ATTRIBUTES
 from paw_ray.data.batches import model_batch
 from paw_ray.models.cascade import Cascade, gather_windows
 from paw_ray.models.frl import FRL
-from paw_ray.models.parts import crop_windows, grid_centres, part_centres, part_windows
+from paw_ray.models.windows import crop_windows, grid_centres, part_centres, part_windows
 from paw_ray.models.paw import PaW
 
 

@@ -246,7 +246,7 @@ def test_export_matches_the_pytorch_cascade(run_dir, test_rows, tmp_path, capsys
     import torch
 
     from paw_ray.eval.report import sample_faces
-    from paw_ray.models.parts import part_windows
+    from paw_ray.models.windows import part_windows
     from paw_ray.serve.export import PARITY_ATOL, deployable_cascade, run_exported
 
     out = tmp_path / fmt

@@ -75,7 +75,7 @@ class CentresTable:
 def window_corners(centres: np.ndarray, image_size: int, part_size: int) -> np.ndarray:
     """Top-left pixel corners (x0, y0) of part windows centred on ``centres`` (normalised),
     clamped so the window stays inside the image — the same rule as
-    ``paw_ray.models.parts.part_windows``."""
+    ``paw_ray.models.windows.part_windows``."""
     corners = np.floor(centres * image_size - part_size / 2.0 + 0.5).astype(np.int64)
     return np.clip(corners, 0, image_size - part_size)
 

@@ -3,7 +3,7 @@ and all 40 part boxes of an image (Fig. 3). Shared by the report and ``predict -
 
 Faces are uint8 ``(S, S, 3)`` arrays (the network input); boxes ``x, y, w, h`` in its
 pixels; heatmaps ``(h, w)`` at the FRL's feature resolution, stretched over the face
-with bilinear interpolation (as the part centres are found, ``models.parts``).
+with bilinear interpolation (as the part centres are found, ``models.windows``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ switch and attribute relation layers."""
 from paw_ray.models.blocks import ConvBNReLU, GroupedAttributeHead, GroupedBatchNorm2d, make_layers
 from paw_ray.models.frl import FRL, FRLOutput, MNLBranch, TNET_LAYOUT, frl_loss
 from paw_ray.models.hint import HintObjective, HintTerms, hint_loss
-from paw_ray.models.parts import crop_windows, grid_centres, part_centres, part_windows
+from paw_ray.models.windows import crop_windows, grid_centres, part_centres, part_windows
 from paw_ray.models.paw import AttributeRelation, PartSubnets, PaW, PaWOutput, RegionSwitch, paw_loss
 from paw_ray.models.students import STUDENT_LAYOUTS, SNet, StudentOutput
 from paw_ray.models.summary import PAPER_PARAMS, count_params, format_summary, model_summary

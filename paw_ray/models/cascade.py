@@ -31,7 +31,7 @@ from torch import nn
 
 from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from paw_ray.models.frl import FRL
-from paw_ray.models.parts import grid_centres, part_centres, part_windows
+from paw_ray.models.windows import grid_centres, part_centres, part_windows
 from paw_ray.models.paw import PaW
 
 __all__ = ["Cascade", "CascadeOutput", "gather_windows"]
@@ -49,7 +49,7 @@ class CascadeOutput(NamedTuple):
 
 def gather_windows(images: torch.Tensor, corners: torch.Tensor, part_size: int) -> torch.Tensor:
     """(B, C, H, W) images, (B, K, 2) corners (x0, y0) -> (B, K, C, p, p) crops, as
-    ``paw_ray.models.parts.crop_windows`` but as one ``gather`` (exportable to ONNX)."""
+    ``paw_ray.models.windows.crop_windows`` but as one ``gather`` (exportable to ONNX)."""
     b, c, h, w = images.shape
     k = corners.shape[1]
     offsets = torch.arange(part_size, device=images.device)

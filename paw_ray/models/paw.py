@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.models.blocks import (ConvBNReLU, GroupedAttributeHead, GroupedBatchNorm2d, init_weights,
                                    layout_out_channels, make_layers)
-from paw_ray.models.parts import crop_windows, part_windows
+from paw_ray.models.windows import crop_windows, part_windows
 from paw_ray.models.students import SNet, _check_kind
 
 __all__ = ["CPU_PARTS_PER_BLOCK", "PartSubnets", "RegionSwitch", "AttributeRelation", "PaWOutput", "PaW", "paw_loss", "rsl_whole_part"]

@@ -62,7 +62,7 @@ class Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from paw_ray.models.parts import crop_windows, part_windows
+        from paw_ray.models.windows import crop_windows, part_windows
 
         b = model_batch(batch, self.device)
         out = {"image_id": b["image_id"], "labels": batch["labels"][batch["ok"]],

@@ -48,7 +48,7 @@ class FRLLocalizer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from paw_ray.models.parts import part_centres
+        from paw_ray.models.windows import part_centres
 
         ok = batch["ok"]
         centres = np.full((len(ok), 40, 2), 0.5, dtype=np.float32)  # undecodable rows: image centre
@@ -63,7 +63,7 @@ class FRLLocalizer:
 def _grid_table(data_dir: str) -> CentresTable:
     import torch
 
-    from paw_ray.models.parts import grid_centres
+    from paw_ray.models.windows import grid_centres
 
     info = shards.read_info(data_dir)
     ids = []

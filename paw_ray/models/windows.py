@@ -1,4 +1,4 @@
-"""Part boxes from FRL heatmaps, and batched crops (the paper's §3.1-3.2 and Fig. 3).
+"""Part windows from FRL heatmaps, and batched crops (the paper's §3.1-3.2 and Fig. 3).
 
 For attribute j: upsample its heatmap H_j to the input size (224x224), take the argmax
 pixel as the part centre, and cut a square part window (64x64 at 224) centred there,
