@@ -53,10 +53,10 @@ def _cmd_prepare_celeba(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- models
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from paw_ray.models.summary import format_summary, model_summary
+    from paw_ray.models.summary import format_model_summary, model_summary
 
     summary = model_summary(config_from_args(args))
-    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    print(json.dumps(summary, indent=1) if args.json else format_model_summary(summary))
     return 0
 
 
@@ -101,7 +101,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from paw_ray.train.tune import format_summary, load_space, run_tune
+    from paw_ray.train.tune import format_tune_summary, load_space, run_tune
 
     cfg = train_config(args)
     run_dir = args.run_dir or f"runs/{cfg.preset}"
@@ -109,7 +109,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     summary = run_tune(cfg, run_dir, args.stage, num_samples=args.num_samples, scheduler=args.scheduler,
                        space=space, max_concurrent=args.max_concurrent)
     print()
-    print(format_summary(summary))
+    print(format_tune_summary(summary))
     print(f"Best configuration: {summary['best_yaml']}")
     print(f"  reuse it: paw-ray train --preset {cfg.preset} --set-from {summary['best_yaml']} --run-dir {run_dir}")
     return 0

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK
-from paw_ray.train.stages.evaluate import ROWS, accuracy_tables, format_table, pointing_accuracy
+from paw_ray.train.stages.evaluate import RESULT_ROWS, accuracy_tables, format_table, pointing_accuracy
 
 
 def test_accuracy_and_balanced_accuracy():
     labels = np.zeros((10, 40), bool)
     labels[:3, 0] = True  # attribute 0: 3 of 10 positive; the others never positive
-    scores = {r: np.full((10, 40), -1.0) for r in ROWS if r != "majority"}
+    scores = {r: np.full((10, 40), -1.0) for r in RESULT_ROWS if r != "majority"}
     scores["paw"][:3, 0] = 1.0  # perfect on attribute 0
     scores["whole"][:, 0] = 1.0  # always positive on attribute 0
     acc, bal = accuracy_tables(scores, labels, train_positive_rate=np.full(40, 0.1))
@@ -26,7 +26,7 @@ def test_accuracy_and_balanced_accuracy():
 
 def test_majority_uses_the_training_split():
     labels = np.ones((4, 40), bool)
-    scores = {r: np.zeros((4, 40)) for r in ROWS if r != "majority"}
+    scores = {r: np.zeros((4, 40)) for r in RESULT_ROWS if r != "majority"}
     acc, _ = accuracy_tables(scores, labels, train_positive_rate=np.full(40, 0.9))
     assert (acc["majority"] == 1.0).all()
     acc, _ = accuracy_tables(scores, labels, train_positive_rate=np.full(40, 0.2))
@@ -80,12 +80,12 @@ def test_window_hit_uses_the_clamped_crop_and_its_chance_is_the_monte_carlo_rate
 
 def test_markdown_table_layout():
     results = {"preset": "smoke", "data": "x", "n_test": 3,
-               "accuracy": {r: [0.5] * 40 for r in ROWS}, "mean_accuracy": {r: 0.5 for r in ROWS},
-               "mean_balanced_accuracy": {r: 0.5 for r in ROWS}}
+               "accuracy": {r: [0.5] * 40 for r in RESULT_ROWS}, "mean_accuracy": {r: 0.5 for r in RESULT_ROWS},
+               "mean_balanced_accuracy": {r: 0.5 for r in RESULT_ROWS}}
     md = format_table(results)
     header = next(line for line in md.splitlines() if line.startswith("| row |"))
     assert header.count("|") == 40 + 3 and "5 o Clock Shadow" in header and "**mean**" in header
-    for row in ROWS:
+    for row in RESULT_ROWS:
         assert any(line.startswith(f"| {row} |") for line in md.splitlines())
 
 

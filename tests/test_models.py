@@ -21,7 +21,7 @@ from paw_ray.models import (
     SNet,
     count_params,
     crop_windows,
-    format_summary,
+    format_model_summary,
     frl_loss,
     grid_centres,
     hint_loss,
@@ -393,7 +393,7 @@ def test_model_summary_smoke_and_cli(capsys):
     assert summ["paw"]["output_shapes"]["scores"] == [1, 41, 40]
     assert summ["snet3"]["output_shapes"]["maps"][:2] == summ["tnet"]["output_shapes"]["maps"][:2]
     assert C.preset("paper").frl.pools == 4  # at the paper's size the student's maps are the teacher's shape
-    text = format_summary(summ)
+    text = format_model_summary(summ)
     assert "snet3" in text and f"{summ['paw']['params']:,}" in text
 
     from paw_ray.cli import main

@@ -8,7 +8,7 @@ from paw_ray.models.hint import HintObjective, HintTerms, hint_loss
 from paw_ray.models.windows import crop_windows, grid_centres, part_centres, part_windows
 from paw_ray.models.paw import AttributeRelation, PartSubnets, PaW, PaWOutput, RegionSwitch, paw_loss
 from paw_ray.models.students import STUDENT_LAYOUTS, SNet, StudentOutput
-from paw_ray.models.summary import PAPER_PARAMS, count_params, format_summary, model_summary
+from paw_ray.models.summary import PAPER_PARAMS, count_params, format_model_summary, model_summary
 
 __all__ = [
     "ConvBNReLU", "GroupedAttributeHead", "GroupedBatchNorm2d", "make_layers",
@@ -17,5 +17,5 @@ __all__ = [
     "crop_windows", "grid_centres", "part_centres", "part_windows",
     "AttributeRelation", "PartSubnets", "PaW", "PaWOutput", "RegionSwitch", "paw_loss",
     "STUDENT_LAYOUTS", "SNet", "StudentOutput",
-    "PAPER_PARAMS", "count_params", "format_summary", "model_summary",
+    "PAPER_PARAMS", "count_params", "format_model_summary", "model_summary",
 ]

@@ -12,7 +12,7 @@ from paw_ray.models.frl import FRL
 from paw_ray.models.paw import AttributeRelation, PaW, RegionSwitch
 from paw_ray.models.students import SNet
 
-__all__ = ["PAPER_PARAMS", "count_params", "model_summary", "format_summary"]
+__all__ = ["PAPER_PARAMS", "count_params", "model_summary", "format_model_summary"]
 
 # Table 3 (TNet, SNet1-3) and §4 (PaW "about 11M").
 PAPER_PARAMS = {"tnet": 19_000_000, "snet1": 6_000_000, "snet2": 2_000_000, "snet3": 270_000,
@@ -74,7 +74,7 @@ def _fmt_shapes(shapes: dict[str, Any]) -> str:
     return ", ".join(f"{k} {'x'.join(map(str, v)) if v is not None else '-'}" for k, v in shapes.items())
 
 
-def format_summary(summary: dict[str, dict[str, Any]]) -> str:
+def format_model_summary(summary: dict[str, dict[str, Any]]) -> str:
     """A readable table: network, parameters, the paper's count and the gap, outputs."""
     rows = [("network", "params", "paper", "vs paper", "output shapes (batch of 1)")]
     for name, s in summary.items():

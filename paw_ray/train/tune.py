@@ -337,7 +337,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     best_yaml = _best_yaml(summary)
     for where in (search_dir, stage_dir):
         storage.write_json_atomic(storage.join(where, "summary.json"), summary)
-        storage.write_bytes_atomic(storage.join(where, "summary.md"), format_summary(summary).encode())
+        storage.write_bytes_atomic(storage.join(where, "summary.md"), format_tune_summary(summary).encode())
         storage.write_bytes_atomic(storage.join(where, "best.yaml"), best_yaml.encode())
     summary["best_yaml"] = storage.join(stage_dir, "best.yaml")
     log(f"[tune] {len(trials)} trial(s) in {wall:.0f}s: " + ", ".join(
@@ -361,7 +361,7 @@ def _best_yaml(summary: dict) -> str:
     return head + yaml.safe_dump({stage: best["params"]}, sort_keys=True)
 
 
-def format_summary(summary: dict) -> str:
+def format_tune_summary(summary: dict) -> str:
     """A markdown table of the trials, best first."""
     keys = list(summary["space"])
     lines = [f"Tune search `{summary['search']}` of stage `{summary['stage']}` (preset `{summary['preset']}`, "

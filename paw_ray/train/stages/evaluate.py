@@ -27,10 +27,10 @@ from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import image_stream
 from paw_ray.train.stage_table import StageRun
 
-__all__ = ["run_stage", "run_evaluate", "ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
+__all__ = ["run_stage", "run_evaluate", "RESULT_ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
            "format_table"]
 
-ROWS = ("frl", "whole", "part", "paw", "majority")
+RESULT_ROWS = ("frl", "whole", "part", "paw", "majority")
 
 
 class Scorer:
@@ -85,12 +85,12 @@ def accuracy_tables(scores: dict[str, np.ndarray], labels: np.ndarray, train_pos
     true-negative rates) of each row; scores > 0 are positive decisions. Balanced accuracy
     is NaN for an attribute whose test labels are all one class (it is undefined there)."""
     labels = labels.astype(bool)
-    preds = {row: scores[row] > 0 for row in ROWS if row != "majority"}
+    preds = {row: scores[row] > 0 for row in RESULT_ROWS if row != "majority"}
     preds["majority"] = np.broadcast_to(train_positive_rate > 0.5, labels.shape)
     pos, neg = labels.sum(axis=0), (~labels).sum(axis=0)
     defined = (pos > 0) & (neg > 0)
     accuracy, balanced = {}, {}
-    for row in ROWS:
+    for row in RESULT_ROWS:
         p = preds[row]
         accuracy[row] = (p == labels).mean(axis=0)
         tpr = (p & labels).sum(axis=0) / np.maximum(pos, 1)
@@ -164,12 +164,12 @@ def format_table(results: dict) -> str:
     sep = "|---" * (NUM_ATTRIBUTES + 2) + "|"
     lines = [f"Accuracy (%) on the test split — preset `{results['preset']}`, data `{results['data']}`, "
              f"{results['n_test']} images.", "", head, sep]
-    for row in ROWS:
+    for row in RESULT_ROWS:
         acc = results["accuracy"][row]
         lines.append(f"| {row} | " + " | ".join(f"{100 * a:.1f}" for a in acc)
                      + f" | **{100 * results['mean_accuracy'][row]:.2f}** |")
     lines += ["", "Balanced accuracy (%): " + ", ".join(
-        f"{row} {100 * results['mean_balanced_accuracy'][row]:.2f}" for row in ROWS)]
+        f"{row} {100 * results['mean_balanced_accuracy'][row]:.2f}" for row in RESULT_ROWS)]
     loc = results.get("localization")
     if loc:
         lines += ["", f"Localization (pointing accuracy, local attributes, {pointing_scope(loc)}): mean "
@@ -221,10 +221,10 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
     accuracy, balanced = accuracy_tables(data, data["labels"], shards.label_positive_rate(data_dir, "train"))
     results = {
         "attributes": list(ATTRIBUTES),
-        "accuracy": {r: [round(float(a), 5) for a in accuracy[r]] for r in ROWS},
-        "mean_accuracy": {r: round(float(np.mean(accuracy[r])), 5) for r in ROWS},
-        "balanced_accuracy": {r: _json_floats(balanced[r]) for r in ROWS},
-        "mean_balanced_accuracy": {r: round(float(np.nanmean(balanced[r])), 5) for r in ROWS},
+        "accuracy": {r: [round(float(a), 5) for a in accuracy[r]] for r in RESULT_ROWS},
+        "mean_accuracy": {r: round(float(np.mean(accuracy[r])), 5) for r in RESULT_ROWS},
+        "balanced_accuracy": {r: _json_floats(balanced[r]) for r in RESULT_ROWS},
+        "mean_balanced_accuracy": {r: round(float(np.nanmean(balanced[r])), 5) for r in RESULT_ROWS},
         "preset": cfg.preset,
         "data": data_label,
         "n_test": int(len(data["labels"])),
