@@ -17,19 +17,19 @@ from celeba_fixtures import huge_jpeg, make_celeba
 from paw_ray import cli
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.data import annotations as A
-from paw_ray.data import celeba as C
+from paw_ray.data import celeba
 from paw_ray.data import facebox, shards
 
 ATTR_HEADER = " ".join(ATTRIBUTES)
 
 
-def _load(fx, aligned=False, **kw) -> C.Plan:
-    return C.load_annotations(C.find_files(str(fx.root), aligned), **kw)
+def _load(fx, aligned=False, **kw) -> celeba.Plan:
+    return celeba.load_annotations(celeba.find_files(str(fx.root), aligned), **kw)
 
 
 def _raises_at(fn, path, line, match):
     """``fn()`` raises CelebAError naming ``path`` and ``line`` and matching ``match``."""
-    with pytest.raises(C.CelebAError, match=match) as e:
+    with pytest.raises(celeba.CelebAError, match=match) as e:
         fn()
     msg = str(e.value)
     assert str(path) in msg, msg
@@ -66,9 +66,9 @@ def test_parse_partition_file_has_neither_count_nor_names(tmp_path):
 @pytest.mark.parametrize("layout", ["official", "flat", "csv"])
 def test_every_layout_gives_the_same_rows(tmp_path, layout):
     fx = make_celeba(tmp_path, layout=layout, wild_images=True)
-    files = C.find_files(str(fx.root), aligned=False)
+    files = celeba.find_files(str(fx.root), aligned=False)
     assert files.layout == layout
-    plan = C.load_annotations(files)
+    plan = celeba.load_annotations(files)
     assert plan.ids == fx.ids
     np.testing.assert_array_equal(plan.labels, fx.labels)
     assert list(plan.splits) == fx.splits
@@ -110,15 +110,15 @@ def test_missing_files_are_listed_with_the_places_looked_in(tmp_path):
     fx.paths["partition"].unlink()
     fx.paths["bbox"].unlink()
     fx.paths["landmarks"].unlink()
-    with pytest.raises(C.CelebAError) as e:
-        C.find_files(str(fx.root))
+    with pytest.raises(celeba.CelebAError) as e:
+        celeba.find_files(str(fx.root))
     msg = str(e.value)
     assert str(fx.root) in msg and "Eval/list_eval_partition.txt" in msg and "list_eval_partition.csv" in msg
     assert "without one, --split-fraction 0.8,0.1,0.1 splits by image id" in msg
     assert "Anno/list_bbox_celeba.txt" in msg and "Anno/list_landmarks_celeba.txt" in msg
     assert "list_attr" not in msg  # it was found
-    with pytest.raises(C.CelebAError, match="does not exist"):
-        C.find_files(str(tmp_path / "nowhere"))
+    with pytest.raises(celeba.CelebAError, match="does not exist"):
+        celeba.find_files(str(tmp_path / "nowhere"))
 
 
 def test_landmarks_alone_are_a_box_source(tmp_path):
@@ -131,7 +131,7 @@ def test_landmarks_alone_are_a_box_source(tmp_path):
 
 def test_no_image_folder_hints_at_the_other_mode(tmp_path):
     fx = make_celeba(tmp_path, layout="csv")  # the Kaggle edition: aligned images only
-    msg = _raises_at(lambda: C.prepare_celeba(str(fx.root), str(tmp_path / "out")), fx.root, None,
+    msg = _raises_at(lambda: celeba.prepare_celeba(str(fx.root), str(tmp_path / "out")), fx.root, None,
                      "no folder of in-the-wild CelebA images")
     assert "img_celeba" in msg and "add --aligned" in msg
     assert not (tmp_path / "out").exists()
@@ -381,7 +381,7 @@ def test_allow_partial_keeps_the_consistent_rows_and_counts_the_rest(tmp_path):
     fx.set_line("landmarks", 8, fx.lines("landmarks")[6])  # 000005 twice, 000006 gone
     fx.rewrite("partition", lambda ls: ls + ["000099.jpg 0"])  # a row for an image we do not know
     fx.set_line("bbox", 1, "15")  # count line disagrees: a warning in partial mode
-    with pytest.raises(C.CelebAError):
+    with pytest.raises(celeba.CelebAError):
         _load(fx)
     plan = _load(fx, allow_partial=True)
     assert plan.ids == [fx.ids[i] for i in (0, 6, 7, 8, 9, 10, 11)]
@@ -416,7 +416,7 @@ def test_limit_keeps_the_first_ids_in_file_order(tmp_path):
     assert plan.ids == fx.ids[:5] and plan.dropped.total == 0
     plan = _load(fx, limit=10, allow_partial=True)
     assert plan.ids == fx.ids[:9] and plan.dropped.total == 1
-    with pytest.raises(C.CelebAError, match="line 12:"):  # strict: the files must be valid as a whole
+    with pytest.raises(celeba.CelebAError, match="line 12:"):  # strict: the files must be valid as a whole
         _load(fx, limit=5)
 
 
@@ -447,7 +447,7 @@ def test_prepare_in_the_wild_end_to_end(ray_local, tmp_path):
     fx = make_celeba(tmp_path / "celeba", gray=(3,), cmyk=(4,), degenerate_box=(2,), sizes=sizes, boxes=boxes)
     out = tmp_path / "out"
     said = []
-    info = C.prepare_celeba(str(fx.root), str(out), image_size=32, margin=0.1, chunk_size=4, progress=said.append)
+    info = celeba.prepare_celeba(str(fx.root), str(out), image_size=32, margin=0.1, chunk_size=4, progress=said.append)
     assert info.name == "celeba" and info.image_size == 32
     assert info.num_rows == {"train": 8, "val": 2, "test": 2}
     assert info.files["train"] == ["train/shard-00000.parquet", "train/shard-00001.parquet"]
@@ -496,7 +496,7 @@ def test_prepare_aligned_csv_edition_with_limit_and_rerun(ray_local, tmp_path):
     fx = make_celeba(tmp_path / "kaggle", layout="csv", gray=(1,), cmyk=(2,))
     out = tmp_path / "out"
     said = []
-    info = C.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=24, limit=10, chunk_size=3,
+    info = celeba.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=24, limit=10, chunk_size=3,
                             progress=said.append)
     assert info.name == "celeba-aligned" and info.source["aligned"]
     assert info.num_rows == {"train": 8, "val": 2, "test": 0}  # the first 10 images: no test rows
@@ -515,7 +515,7 @@ def test_prepare_aligned_csv_edition_with_limit_and_rerun(ray_local, tmp_path):
         if i not in (1,):  # squashed, not cut: the yellow left half stays the left half
             assert a[12, 3, 0] > 180 and a[12, 3, 1] > 180 and a[12, 20, 0] < 120
     # a rerun into the same folder replaces the data set and leaves no stale shards
-    info = C.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=24, chunk_size=100)
+    info = celeba.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=24, chunk_size=100)
     assert info.files["train"] == ["train/shard-00000.parquet"] and sum(info.num_rows.values()) == 12
     assert sorted(p.name for p in (out / "train").iterdir()) == ["shard-00000.parquet"]
     assert len(_read_rows(out)[1]) == 12
@@ -539,7 +539,7 @@ def test_prepare_allow_partial_drops_bad_images_and_reports_them(ray_local, tmp_
     fx.set_line("attr", 9, fx.lines("attr")[8][:-2] + " 9")  # 000007: bad attribute value
     out = tmp_path / "out"
     said = []
-    info = C.prepare_celeba(str(fx.root), str(out), allow_partial=True, image_size=16, chunk_size=4,
+    info = celeba.prepare_celeba(str(fx.root), str(out), allow_partial=True, image_size=16, chunk_size=4,
                             progress=said.append)
     assert info.source["dropped"] == {
         "empty image file": 1, "undecodable image": 2, "image too large": 1, "missing image": 1,
@@ -566,7 +566,7 @@ def test_prepare_strict_bad_image_is_an_error_naming_the_image(ray_local, tmp_pa
     fx = make_celeba(tmp_path / "celeba")
     bad(fx.image_path("000010.jpg"))
     out = tmp_path / "out"
-    msg = _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out), image_size=16, chunk_size=4),
+    msg = _raises_at(lambda: celeba.prepare_celeba(str(fx.root), str(out), image_size=16, chunk_size=4),
                      fx.image_path("000010.jpg"), None, pattern)
     assert f"{fx.paths['attr']}, line 12" in msg and "--allow-partial" in msg
     assert not (out / "dataset.json").exists()
@@ -576,7 +576,7 @@ def test_strict_missing_image_fails_before_any_image_work(tmp_path):
     fx = make_celeba(tmp_path / "celeba")
     fx.image_path("000008.jpg").unlink()
     out = tmp_path / "out"
-    msg = _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out)), fx.image_path("000008.jpg"), None,
+    msg = _raises_at(lambda: celeba.prepare_celeba(str(fx.root), str(out)), fx.image_path("000008.jpg"), None,
                      "image file not found")
     assert f"{fx.paths['attr']}, line 10" in msg
     assert not out.exists()
@@ -587,7 +587,7 @@ def test_out_folder_that_is_not_a_data_set_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "manifest.json").write_text("{}")
-    _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out)), out, None, "not a prepared data set")
+    _raises_at(lambda: celeba.prepare_celeba(str(fx.root), str(out)), out, None, "not a prepared data set")
     assert (out / "manifest.json").read_text() == "{}"
 
 
@@ -597,7 +597,7 @@ def test_shard_write_failure_is_an_error_naming_the_folder(ray_local, tmp_path):
     out.mkdir()
     (out / "dataset.json").write_text("{}")  # a previous data set ...
     (out / "train").write_text("in the way")  # ... whose train/ is a file: shards cannot go there
-    _raises_at(lambda: C.prepare_celeba(str(fx.root), str(out), image_size=16), out / "train", None,
+    _raises_at(lambda: celeba.prepare_celeba(str(fx.root), str(out), image_size=16), out / "train", None,
                      "writing shard 0 failed")
     assert not (out / "dataset.json").exists()
 
@@ -607,30 +607,30 @@ def test_shard_write_failure_is_an_error_naming_the_folder(ray_local, tmp_path):
 
 def test_split_by_id_depends_on_the_id_alone():
     ids = [f"{i:06d}.jpg" for i in range(1, 2001)]
-    splits = dict(zip(ids, C.split_by_id(ids, (0.8, 0.1, 0.1))))
+    splits = dict(zip(ids, celeba.split_by_id(ids, (0.8, 0.1, 0.1))))
     # pinned: a data set prepared today is split the same way by any later version
     assert [splits[s] for s in ids[:12]] == ["train"] * 7 + ["val"] + ["train"] * 3 + ["val"]
     counts = {s: list(splits.values()).count(s) for s in shards.SPLITS}
     assert counts == {"train": 1630, "val": 180, "test": 190}  # every split, in about its share
     shuffled = list(np.random.default_rng(0).permutation(ids))
-    assert dict(zip(shuffled, C.split_by_id(shuffled, (0.8, 0.1, 0.1)))) == splits  # row order: no matter
+    assert dict(zip(shuffled, celeba.split_by_id(shuffled, (0.8, 0.1, 0.1)))) == splits  # row order: no matter
     some = ids[::7]
-    assert dict(zip(some, C.split_by_id(some, (0.8, 0.1, 0.1)))) == {s: splits[s] for s in some}  # nor other images
-    assert set(C.split_by_id(ids, (0.5, 0.25, 0.25))) == set(shards.SPLITS)
+    assert dict(zip(some, celeba.split_by_id(some, (0.8, 0.1, 0.1)))) == {s: splits[s] for s in some}  # nor other images
+    assert set(celeba.split_by_id(ids, (0.5, 0.25, 0.25))) == set(shards.SPLITS)
 
 
 def test_split_fraction_replaces_the_partition_file_whatever_the_row_order(tmp_path):
     fx = make_celeba(tmp_path, n=40, layout="csv")
     fx.paths["partition"].unlink()
-    with pytest.raises(C.CelebAError, match="the partition file"):
-        C.find_files(str(fx.root), aligned=True)
-    plan = C.load_annotations(C.find_files(str(fx.root), aligned=True, need_partition=False),
+    with pytest.raises(celeba.CelebAError, match="the partition file"):
+        celeba.find_files(str(fx.root), aligned=True)
+    plan = celeba.load_annotations(celeba.find_files(str(fx.root), aligned=True, need_partition=False),
                               split_fraction=(0.8, 0.1, 0.1))
-    assert plan.ids == fx.ids and list(plan.splits) == list(C.split_by_id(fx.ids, (0.8, 0.1, 0.1)))
+    assert plan.ids == fx.ids and list(plan.splits) == list(celeba.split_by_id(fx.ids, (0.8, 0.1, 0.1)))
     assert {s: list(plan.splits).count(s) for s in shards.SPLITS} == {"train": 33, "val": 5, "test": 2}
     fx.rewrite("attr", lambda ls: ls[:1] + [line for line in ls[1:] if line][::-1])  # the same rows, last first
     assert fx.lines("attr")[1].startswith("000040.jpg,")
-    reordered = C.load_annotations(C.find_files(str(fx.root), aligned=True, need_partition=False),
+    reordered = celeba.load_annotations(celeba.find_files(str(fx.root), aligned=True, need_partition=False),
                                    split_fraction=(0.8, 0.1, 0.1))
     assert dict(zip(reordered.ids, reordered.splits)) == dict(zip(plan.ids, plan.splits))
 
@@ -639,19 +639,19 @@ def test_prepare_with_split_fraction_records_it_in_dataset_json(ray_local, tmp_p
     fx = make_celeba(tmp_path / "celeba", n=40, layout="csv")  # its partition file is there, and not read
     out = tmp_path / "out"
     said = []
-    info = C.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=8, split_fraction="0.8,0.1,0.1",
+    info = celeba.prepare_celeba(str(fx.root), str(out), aligned=True, image_size=8, split_fraction="0.8,0.1,0.1",
                             progress=said.append)
     assert f"--split-fraction: splitting by image id; {fx.paths['partition']} is not read" in said
     assert info.num_rows == {"train": 33, "val": 5, "test": 2}
     recorded = json.loads((out / "dataset.json").read_text())["source"]
     assert recorded["split"] == {"by": "image id", "split_fraction": {"train": 0.8, "val": 0.1, "test": 0.1},
-                                 "rule": C.SPLIT_RULE}
+                                 "rule": celeba.SPLIT_RULE}
     assert recorded["files"]["partition"] is None
     _, rows = _read_rows(out)
-    expected = dict(zip(fx.ids, C.split_by_id(fx.ids, (0.8, 0.1, 0.1))))
+    expected = dict(zip(fx.ids, celeba.split_by_id(fx.ids, (0.8, 0.1, 0.1))))
     assert {s: r["split"] for s, r in rows.items()} == expected
     assert not any(m.startswith("warning:") for m in said)
-    official = C.prepare_celeba(str(fx.root), str(tmp_path / "official"), aligned=True, image_size=8)
+    official = celeba.prepare_celeba(str(fx.root), str(tmp_path / "official"), aligned=True, image_size=8)
     assert official.source["split"] == {"by": "partition file"}
     assert official.source["files"]["partition"] == str(fx.paths["partition"])
 
@@ -668,7 +668,7 @@ def test_bad_split_fraction_exits_2_naming_it(tmp_path, capsys, value):
 def test_relative_paths_are_made_absolute_for_the_tasks(ray_local, tmp_path, monkeypatch):
     make_celeba(tmp_path / "celeba", n=3)
     monkeypatch.chdir(tmp_path)
-    info = C.prepare_celeba("celeba", "out", aligned=True, image_size=8)
+    info = celeba.prepare_celeba("celeba", "out", aligned=True, image_size=8)
     assert info.source["root"] == str(tmp_path / "celeba")
     assert sum(info.num_rows.values()) == 3 and (tmp_path / "out" / "dataset.json").exists()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from paw_ray.data.synthfaces import colours as C
+from paw_ray.data.synthfaces import colours
 from paw_ray.data.synthfaces.canvas import INDEX
 
 COMPONENTS = (
@@ -86,9 +86,9 @@ class Look:
 def _skin_tone(g: np.random.Generator, pale: bool) -> tuple:
     t = g.random()
     if pale:
-        return C.jitter(g, C.mix(C.SKIN_LIGHT, C.SKIN_PALE, 0.55 + 0.45 * t), 5)
-    base = C.mix(C.SKIN_DARK, C.SKIN_MID, t * 2) if t < 0.5 else C.mix(C.SKIN_MID, C.SKIN_LIGHT, (t - 0.5) * 1.6)
-    return C.jitter(g, base, 8)
+        return colours.jitter(g, colours.mix(colours.SKIN_LIGHT, colours.SKIN_PALE, 0.55 + 0.45 * t), 5)
+    base = colours.mix(colours.SKIN_DARK, colours.SKIN_MID, t * 2) if t < 0.5 else colours.mix(colours.SKIN_MID, colours.SKIN_LIGHT, (t - 0.5) * 1.6)
+    return colours.jitter(g, base, 8)
 
 
 def _hair_colour(labels: np.ndarray, other: tuple, jit) -> tuple:
@@ -96,7 +96,7 @@ def _hair_colour(labels: np.ndarray, other: tuple, jit) -> tuple:
     else ``other``; jittered by ``jit``."""
     for name in ("Gray_Hair", "Blond_Hair", "Brown_Hair", "Black_Hair"):
         if labels[INDEX[name]]:
-            col = C.HAIR[name.split("_")[0].lower()]
+            col = colours.HAIR[name.split("_")[0].lower()]
             break
     else:
         col = other
@@ -110,15 +110,15 @@ def sample_look(labels: np.ndarray, gens: dict[str, np.random.Generator]) -> Loo
     skin = _skin_tone(gens["skin"], has("Pale_Skin"))
 
     g = gens["hair"]
-    other_hair = C.HAIR_OTHER[int(g.integers(len(C.HAIR_OTHER)))]
+    other_hair = colours.HAIR_OTHER[int(g.integers(len(colours.HAIR_OTHER)))]
     hair_jit = g.integers(-12, 13, size=3)
     long_u, vol, crown_dy = g.random(), g.uniform(0, 0.12), g.uniform(-0.04, 0.04)
     bang_slant, bang_u = g.uniform(-0.12, 0.12), g.random()
     hair_len = g.uniform(0.5, 1.0)
     hair = _hair_colour(labels, other_hair, hair_jit)
-    dark_hair = C.mix(hair, (15, 10, 8), 0.35)
-    if C.lum(skin) - C.lum(dark_hair) < 45:  # brows and beard must stand out from the skin
-        dark_hair = C.scale(skin, 0.42)
+    dark_hair = colours.mix(hair, (15, 10, 8), 0.35)
+    if colours.lum(skin) - colours.lum(dark_hair) < 45:  # brows and beard must stand out from the skin
+        dark_hair = colours.scale(skin, 0.42)
 
     g = gens["geom"]
     rx = g.uniform(0.96, 1.04) * (1.12 if has("Chubby") else 1.0) * (0.92 if has("Oval_Face") else 1.0)
