@@ -28,6 +28,7 @@ __all__ = [
     "make_layers",
     "layout_out_channels",
     "GroupedAttributeHead",
+    "init_bias_from_prior",
     "init_weights",
 ]
 
@@ -92,6 +93,15 @@ def make_layers(layout: Layout, in_channels: int, width: float = 1.0, groups: in
     return nn.Sequential(*layers)
 
 
+def init_bias_from_prior(bias: torch.Tensor, positive_rate) -> None:
+    """Set ``bias`` (..., 40) to the log-odds of each attribute's training-set frequency, so
+    training begins from the label prior rather than from 50/50 (CelebA's attributes are
+    mostly rare)."""
+    p = torch.as_tensor(positive_rate, dtype=bias.dtype).clamp(1e-3, 1 - 1e-3)
+    with torch.no_grad():
+        bias.copy_(torch.log(p / (1 - p)).expand_as(bias))
+
+
 class GroupedAttributeHead(nn.Module):
     """Global average pooling, then attribute j scored from its own N pooled maps (§3.1).
 
@@ -117,12 +127,8 @@ class GroupedAttributeHead(nn.Module):
         nn.init.normal_(self.weight, 0.0, maps_per_attribute ** -0.5)
 
     def init_bias_from_prior(self, positive_rate) -> None:
-        """Start every score at the log-odds of its attribute's training-set frequency, so
-        training begins from the label prior rather than from 50/50 (CelebA's attributes
-        are mostly rare)."""
-        p = torch.as_tensor(positive_rate, dtype=self.bias.dtype).clamp(1e-3, 1 - 1e-3)
-        with torch.no_grad():
-            self.bias.copy_(torch.log(p / (1 - p)).expand_as(self.bias))
+        """Start every score at its attribute's prior log-odds (``init_bias_from_prior``)."""
+        init_bias_from_prior(self.bias, positive_rate)
 
     @property
     def in_channels(self) -> int:

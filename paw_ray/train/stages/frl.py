@@ -8,8 +8,8 @@ keeps only the localization branch (paper §3.2: the classification branch is re
 
 from __future__ import annotations
 
-import torch
 
+from paw_ray.models.blocks import init_bias_from_prior
 from paw_ray.models.frl import FRL, frl_loss
 from paw_ray.train.checkpoints import load_state
 from paw_ray.train.task import TrainTask
@@ -32,7 +32,5 @@ def build_task(stage: str, cfg, inputs: dict[str, str], device, label_prior) -> 
     model = FRL.from_config(cfg)
     model.head.init_bias_from_prior(label_prior)
     if model.mnl is not None:
-        with torch.no_grad():
-            p = torch.as_tensor(label_prior).clamp(1e-3, 1 - 1e-3)
-            model.mnl[-1].bias.copy_(torch.log(p / (1 - p)))
+        init_bias_from_prior(model.mnl[-1].bias, label_prior)
     return TrainTask(model=model.to(device), loss=_loss, artifact=lambda m: m.drop_mnl().state_dict())
