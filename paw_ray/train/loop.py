@@ -35,6 +35,7 @@ from paw_ray.train.task import TrainTask
 
 __all__ = ["train_worker_loop", "make_optimizer", "run_epoch", "train_epoch", "validate", "STATE_FILE", "epoch_lr",
            "per_attribute_correct", "peak_rss_mb", "channels_last", "describe_placement", "validates",
+           "setup_worker", "training_state", "resume_from",
            "all_reduce_in_place"]
 
 STATE_FILE = "state.pt"
@@ -84,6 +85,28 @@ def describe_placement(placement: str | None, nbytes: int, budget_mb: float, epo
     return f"input: first epoch streamed, later epochs from the decoded cache {where[placement]} ({size})"
 
 
+def setup_worker(cpus: float, seed: int) -> None:
+    """A training process's torch: one intra-op thread per CPU it holds (at least one), and
+    its own seed."""
+    torch.set_num_threads(max(1, int(round(cpus))))
+    torch.manual_seed(seed)
+
+
+def training_state(model: nn.Module, optimizer, epoch: int, history: list, attempt: int, **extra) -> dict:
+    """What a checkpoint holds to resume training: the weights, the optimizer, the last epoch
+    run, every epoch's record so far and the attempt that ran it (plus ``extra``)."""
+    return {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "history": history, "attempt": attempt, **extra}
+
+
+def resume_from(state: dict, model: nn.Module, optimizer) -> tuple[int, list, int]:
+    """Load a ``training_state`` into ``model`` and ``optimizer``; return the epoch to start
+    from, the history so far and this attempt's number."""
+    _unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"] + 1, state["history"], state["attempt"] + 1
+
+
 def validates(epoch: int, epochs: int, val_every: int) -> bool:
     """Whether ``epoch`` validates and checkpoints: every ``val_every``-th epoch and the last."""
     return epoch == max(epochs, 1) - 1 or (epoch + 1) % val_every == 0
@@ -120,8 +143,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     scfg: C.StageConfig = getattr(cfg, stage)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(round(scfg.cpus_per_worker))))
-    torch.manual_seed(cfg.seed * 1000 + rank)
+    setup_worker(scfg.cpus_per_worker, cfg.seed * 1000 + rank)
     device = ray.train.torch.get_device()
 
     # the stage's module, as the stage table names it (imported here, on the worker)
@@ -137,10 +159,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = load_state(os.path.join(d, STATE_FILE))
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history, attempt = state["epoch"] + 1, state["history"], state["attempt"] + 1
+            start_epoch, history, attempt = resume_from(load_state(os.path.join(d, STATE_FILE)), model, optimizer)
 
     # where the workers run (the manifest's record of a stage shows it)
     nodes = [ray.get_runtime_context().get_node_id()]
@@ -174,8 +193,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         metrics["nodes"] = sorted(set(nodes))
         history.append(metrics)
         if rank == 0 and checkpointed:
-            state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                     "epoch": epoch, "history": history, "attempt": attempt}
+            state = training_state(model, optimizer, epoch, history, attempt)
             if last:
                 state["artifact"] = (task.artifact or (lambda m: m.state_dict()))(_unwrap(model))
             with tempfile.TemporaryDirectory() as d:

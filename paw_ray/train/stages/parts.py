@@ -65,12 +65,12 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     from paw_ray.data.stream import image_stream
     from paw_ray.models.students import SNet
     from paw_ray.train.task import TrainTask
-    from paw_ray.train.loop import channels_last, describe_placement, make_optimizer, run_epoch, validates
+    from paw_ray.train.loop import (channels_last, describe_placement, make_optimizer, resume_from, run_epoch,
+                                    setup_worker, training_state, validates)
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
-    torch.set_num_threads(max(1, int(round(pc.num_cpus))))
-    torch.manual_seed(cfg.seed * 1000 + part)
+    setup_worker(pc.num_cpus, cfg.seed * 1000 + part)
     device = torch.device("cuda" if pc.num_gpus > 0 and torch.cuda.is_available() else "cpu")
     here = part_dir(run_dir, part)
     ckpt_location = storage.join(here, "checkpoint.pt")
@@ -88,9 +88,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
         except CheckpointError:
             state = {}  # unreadable or foreign: the part is retrained
         if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, history, attempt = state["epoch"] + 1, state["history"], state["attempt"] + 1
+            start_epoch, history, attempt = resume_from(state, model, optimizer)
 
     def loss(m, batch):
         out = m(batch["image"])
@@ -120,9 +118,8 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                             log_prefix=f"[parts] part {part:02d}")
         history.append(metrics)
         if checkpointed:
-            save_state(ckpt_location, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": epoch, "history": history, "attempt": attempt,
-                                       "fingerprint": fingerprint})
+            save_state(ckpt_location, training_state(model, optimizer, epoch, history, attempt,
+                                                     fingerprint=fingerprint))
     save_state(storage.join(here, "model.pt"), {k: v.cpu() for k, v in model.state_dict().items()})
     ctx = ray.get_runtime_context()
     record = {"part": part, "attribute": ATTRIBUTES[part], "fingerprint": fingerprint,
