@@ -26,6 +26,7 @@ import pyarrow as pa
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.errors import PawRayError
+from paw_ray.train.resources import how_many_fit
 
 __all__ = ["CascadePredictor", "predict_shards", "prediction_schema"]
 
@@ -121,11 +122,11 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     gpus = resources.get("GPU", 0.0)
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if gpus > 0 else 0.0
-    if num_actors <= 0:
-        num_actors = max(1, int(gpus / gpus_per_actor)) if gpus_per_actor > 0 else \
-            max(1, int(resources.get("CPU", 1.0)) - 1)
-    op_cpus = op_cpus or cascade_cfg.data.op_cpus
     actor_cpus = 1.0
+    if num_actors <= 0:  # one actor per GPU share; on CPUs, one per CPU but one (the stream's)
+        num_actors = how_many_fit(resources, 0.0, gpus_per_actor) if gpus_per_actor > 0 else \
+            max(1, how_many_fit(resources, actor_cpus) - 1)
+    op_cpus = op_cpus or cascade_cfg.data.op_cpus
 
     t0 = time.time()
     streams = [image_stream(data_dir, s, cascade_cfg.data.image_size, op_cpus=op_cpus)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from typing import Any, Callable
 
@@ -48,6 +47,7 @@ from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError
 from paw_ray.train.manifest import stage_fingerprint
+from paw_ray.train.resources import how_many_fit
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES, stage_inputs
 
 __all__ = ["run_tune", "default_space", "load_space", "TuneError", "upstream_stages",
@@ -185,11 +185,8 @@ def max_concurrent_trials(cfg: C.Config, stage: str, num_samples: int, requested
 
     res = resources if resources is not None else ray.cluster_resources()
     s = getattr(cfg, stage)
-    per_trial = DRIVER_CPUS + s.num_workers * s.cpus_per_worker + cfg.data.op_cpus
-    limit = math.floor(res.get("CPU", 1.0) / per_trial + 1e-9)
-    if s.use_gpu:
-        limit = min(limit, math.floor(res.get("GPU", 0.0) / s.num_workers + 1e-9))
-    limit = max(1, limit)
+    limit = how_many_fit(res, DRIVER_CPUS + s.num_workers * s.cpus_per_worker + cfg.data.op_cpus,
+                         s.num_workers if s.use_gpu else 0.0)
     if requested > 0:
         limit = min(limit, requested)
     return max(1, min(limit, num_samples))

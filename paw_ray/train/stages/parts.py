@@ -30,6 +30,7 @@ from typing import Any
 
 from paw_ray import storage
 from paw_ray.errors import StageFailed, root_message
+from paw_ray.train.resources import how_many_fit
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
 from paw_ray.train.stage_table import StageRun
@@ -139,13 +140,9 @@ def max_in_flight(cfg) -> int:
     """
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    per_task = cfg.parts.num_cpus + cfg.data.op_cpus
-    limit = max(1, math.floor(cpus / per_task + 1e-9))
-    gpus = ray.cluster_resources().get("GPU", 0.0)
-    if cfg.parts.num_gpus > 0 and gpus > 0:
-        limit = min(limit, max(1, math.floor(gpus / cfg.parts.num_gpus + 1e-9)))
-    return limit
+    resources = ray.cluster_resources()
+    gpus = cfg.parts.num_gpus if resources.get("GPU", 0.0) > 0 else 0.0  # GPU parts on a CPU cluster: by CPUs
+    return how_many_fit(resources, cfg.parts.num_cpus + cfg.data.op_cpus, gpus)
 
 
 def run_stage(run: StageRun) -> tuple[str, dict[str, Any]]:
