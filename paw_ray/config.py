@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,9 +285,6 @@ def _number(value: Any, typ: type, where: str) -> int | float:
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Check ``value`` against ``typ`` (str/int/float/bool); strings from the command line are parsed."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{where}: unsupported union type")  # no such fields today
     if typ is bool:
         if isinstance(value, bool):
             return value
