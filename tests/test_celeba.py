@@ -48,7 +48,7 @@ def test_parse_official_attr_file_with_every_quirk(tmp_path):
     # spaces before right-aligned 1s, CRLF, trailing blank lines
     assert raw.startswith(b"12\r\n5_o_Clock_Shadow ") and b"Young \r\n" in raw
     assert b"  1" in raw and raw.endswith(b"\r\n\r\n")
-    ann = A.parse_attributes(str(fx.paths["attr"]))
+    ann = A.parse_annotation(str(fx.paths["attr"]), "attr")
     assert ann.ids == fx.ids and ann.declared_rows == 12 and ann.num_rows == 12
     np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)
     assert ann.lines.tolist() == list(range(3, 15))
@@ -58,7 +58,7 @@ def test_parse_official_attr_file_with_every_quirk(tmp_path):
 def test_parse_partition_file_has_neither_count_nor_names(tmp_path):
     fx = make_celeba(tmp_path)
     assert fx.lines("partition")[0] == "000001.jpg 0"
-    ann = A.parse_partition(str(fx.paths["partition"]))
+    ann = A.parse_annotation(str(fx.paths["partition"]), "partition")
     assert ann.declared_rows is None and ann.lines[0] == 1
     assert [("train", "val", "test")[v] for v in ann.values[:, 0]] == fx.splits
 
@@ -84,7 +84,7 @@ def test_lf_line_ends_tabs_and_old_mac_line_ends(tmp_path):
     assert b"\r" not in fx.paths["attr"].read_bytes()
     assert _load(fx).ids == fx.ids
     fx.paths["bbox"].write_bytes(fx.paths["bbox"].read_bytes().replace(b"\n", b"\r").replace(b"  ", b"\t"))
-    np.testing.assert_array_equal(A.parse_bboxes(str(fx.paths["bbox"])).values, fx.bboxes)
+    np.testing.assert_array_equal(A.parse_annotation(str(fx.paths["bbox"]), "bbox").values, fx.bboxes)
 
 
 def test_attribute_columns_in_another_order_are_reordered_by_name(tmp_path):
@@ -93,16 +93,8 @@ def test_attribute_columns_in_another_order_are_reordered_by_name(tmp_path):
     swap = lambda cells: [cells[0], cells[2], cells[1]] + cells[3:]  # noqa: E731
     fx.rewrite("attr", lambda ls: [",".join(swap(line.split(","))) if line else line for line in ls])
     assert fx.lines("attr")[0].startswith("image_id,Arched_Eyebrows,5_o_Clock_Shadow,") and lines != fx.lines("attr")
-    ann = A.parse_attributes(str(fx.paths["attr"]))
+    ann = A.parse_annotation(str(fx.paths["attr"]), "attr")
     np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)
-
-
-@pytest.mark.parametrize("layout", ["official", "csv"])
-def test_parse_aligned_landmarks(tmp_path, layout):
-    fx = make_celeba(tmp_path, layout=layout)
-    ann = A.parse_landmarks(str(fx.paths["landmarks_align"]), aligned=True)
-    assert ann.ids == fx.ids and ann.values.shape == (12, 10)
-    assert ann.values[0].tolist() == [69, 109, 106, 113, 77, 142, 73, 152, 108, 154]
 
 
 def test_missing_files_are_listed_with_the_places_looked_in(tmp_path):
@@ -154,7 +146,7 @@ def test_parse_speed_202599_rows(tmp_path):
     path = tmp_path / "list_attr_celeba.txt"
     path.write_bytes(f"{n}\r\n{ATTR_HEADER} \r\n".encode() + rows.tobytes())
     t, cpu = time.perf_counter(), time.process_time()
-    ann = A.parse_attributes(str(path))
+    ann = A.parse_annotation(str(path), "attr")
     secs, cpu = time.perf_counter() - t, time.process_time() - cpu
     print(f"parsed {n} attribute rows in {secs:.2f} s ({cpu:.2f} s CPU)")
     assert ann.values.shape == (n, 40) and ann.ids[-1] == "202599.jpg" and ann.lines[-1] == n + 2
@@ -209,7 +201,7 @@ def test_attribute_csv_variants_are_read(tmp_path, name, variant, holds):
     for fragment in holds:
         assert fragment in data, fragment
     fx.paths["attr"].write_bytes(data)
-    ann = A.parse_attributes(str(fx.paths["attr"]))
+    ann = A.parse_annotation(str(fx.paths["attr"]), "attr")
     assert ann.ids == fx.ids and ann.lines.tolist() == list(range(2, 14)) and not ann.problems
     np.testing.assert_array_equal(ann.values, fx.labels * 2 - 1)  # -1/1 whatever the file's spelling
 
@@ -219,7 +211,7 @@ def test_official_text_file_with_0_1_values(tmp_path):
     fx.rewrite("attr", lambda ls: ls[:2] + [line.replace("-1", " 0") for line in ls[2:]])
     assert fx.lines("attr")[2].startswith("000001.jpg ") and " 0" in fx.lines("attr")[2]
     assert "-1" not in fx.paths["attr"].read_text()
-    np.testing.assert_array_equal(A.parse_attributes(str(fx.paths["attr"])).values, fx.labels * 2 - 1)
+    np.testing.assert_array_equal(A.parse_annotation(str(fx.paths["attr"]), "attr").values, fx.labels * 2 - 1)
 
 
 PARTITION_VARIANTS = [
@@ -237,14 +229,14 @@ PARTITION_VARIANTS = [
 def test_partition_variants_are_read(tmp_path, name, ext, data):
     path = tmp_path / f"list_eval_partition.{ext}"
     path.write_bytes(data)
-    ann = A.parse_partition(str(path))
+    ann = A.parse_annotation(str(path), "partition")
     assert ann.ids == ["000001.jpg", "000002.jpg", "000003.jpg"] and ann.values[:, 0].tolist() == [0, 1, 2]
 
 
 def test_box_csv_with_an_unnamed_quoted_first_column(tmp_path):
     path = tmp_path / "list_bbox_celeba.csv"
     path.write_bytes(b'"Unnamed: 0","x_1","y_1","width","height"\r\n"000001.jpg","95","71","226","313"\r\n')
-    ann = A.parse_bboxes(str(path))
+    ann = A.parse_annotation(str(path), "bbox")
     assert ann.ids == ["000001.jpg"] and ann.values.tolist() == [[95, 71, 226, 313]]
 
 

@@ -38,10 +38,6 @@ __all__ = [
     "Annotation",
     "file_name",
     "parse_annotation",
-    "parse_attributes",
-    "parse_bboxes",
-    "parse_landmarks",
-    "parse_partition",
 ]
 
 
@@ -72,9 +68,6 @@ _KINDS = {
               (("false", 0), ("true", 1)), "-1/1, 0/1 or False/True"),
         _Kind("bbox", "list_bbox_celeba", ("x_1", "y_1", "width", "height"), None, "", False),
         _Kind("landmarks", "list_landmarks_celeba",
-              ("lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
-               "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y"), None, "", False),
-        _Kind("landmarks_align", "list_landmarks_align_celeba",
               ("lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
                "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y"), None, "", False),
         _Kind("partition", "list_eval_partition", ("partition",), (0, 1, 2), "0 (train), 1 (val) or 2 (test)", False,
@@ -298,8 +291,7 @@ def _row_detail(rest: str, k: int, csv: bool, columns: list[str]) -> tuple[str, 
 def parse_annotation(path: str, kind: str, *, strict: bool = True, data: bytes | None = None) -> Annotation:
     """Parse one CelebA annotation file (``.txt`` in the official format or ``.csv``).
 
-    ``kind`` is ``"attr"``, ``"bbox"``, ``"landmarks"``, ``"landmarks_align"`` or
-    ``"partition"``. With ``strict`` the first bad row (or a row count that disagrees)
+    ``kind`` is ``"attr"``, ``"bbox"``, ``"landmarks"`` or ``"partition"``. With ``strict`` the first bad row (or a row count that disagrees)
     raises ``CelebAError``; without, bad rows come back in ``Annotation.problems`` and
     a count mismatch in ``Annotation.warnings``. File-level problems (missing, empty,
     not text, wrong column names) always raise. Attribute values come back as -1/1
@@ -434,24 +426,3 @@ def parse_annotation(path: str, kind: str, *, strict: bool = True, data: bytes |
     if strict:
         ann.raise_first()
     return ann
-
-
-def parse_attributes(path: str, *, strict: bool = True) -> Annotation:
-    """``list_attr_celeba`` (.txt or .csv): values -1/1 (read from -1/1, 0/1 or
-    False/True), columns in CelebA's order."""
-    return parse_annotation(path, "attr", strict=strict)
-
-
-def parse_bboxes(path: str, *, strict: bool = True) -> Annotation:
-    """``list_bbox_celeba``: ``x_1 y_1 width height`` per image."""
-    return parse_annotation(path, "bbox", strict=strict)
-
-
-def parse_landmarks(path: str, *, strict: bool = True, aligned: bool = False) -> Annotation:
-    """``list_landmarks_celeba`` (or ``_align_``): 5 points, x y each."""
-    return parse_annotation(path, "landmarks_align" if aligned else "landmarks", strict=strict)
-
-
-def parse_partition(path: str, *, strict: bool = True) -> Annotation:
-    """``list_eval_partition``: 0/1/2 = train/val/test (written as numbers or as those words)."""
-    return parse_annotation(path, "partition", strict=strict)
