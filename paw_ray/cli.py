@@ -280,7 +280,14 @@ def _parser_and_subcommands():
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_parsers(sub)
+    _add_training_parsers(sub)
+    _add_experiment_parsers(sub)
+    _add_output_parsers(sub)
+    return parser, sub
 
+
+def _add_data_parsers(sub) -> None:
     p = sub.add_parser("synth", help="render SynthFaces shards (the embedded default data set)")
     p.add_argument("--n", type=int, required=True, help="number of images (80/10/10 train/val/test)")
     p.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
@@ -305,6 +312,8 @@ def _parser_and_subcommands():
                         "file (for a data set without one); recorded in dataset.json")
     p.set_defaults(func=_cmd_prepare_celeba)
 
+
+def _add_training_parsers(sub) -> None:
     p = sub.add_parser("models", help="parameter counts and output shapes of every network")
     _add_config_args(p, default_preset="paper")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -322,6 +331,8 @@ def _parser_and_subcommands():
                    help="rerun this stage and every stage after it (with new --data, localize reruns too)")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_experiment_parsers(sub) -> None:
     p = sub.add_parser("tune", help="search a stage's hyperparameters with Ray Tune",
                        description="Ray Tune over one Ray Train stage: each trial a TorchTrainer run; the "
                                    "upstream stages are run or reused from --run-dir first. Writes "
@@ -357,9 +368,6 @@ def _parser_and_subcommands():
                    help="a finished run directory (e.g. the main job's) whose stages a variant adopts where "
                         "preset, seed and data match; repeatable")
     p.set_defaults(func=_cmd_ablate)
-
-    _add_output_parsers(sub)
-    return parser, sub
 
 
 def run_parsed(args: argparse.Namespace, prog: str) -> int:
