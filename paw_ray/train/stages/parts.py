@@ -52,6 +52,20 @@ def _done_record(run_dir: str, part: int) -> dict[str, Any] | None:
         return None  # a torn or foreign record: the part is simply retrained
 
 
+def _own_checkpoint(location: str, fingerprint: str) -> dict | None:
+    """The part's last checkpoint if it was written for this stage's fingerprint, else None
+    (none yet, unreadable or foreign: the part trains from the start)."""
+    if not storage.exists(location):
+        return None
+    try:
+        state = load_state(location)
+    except UnsafeCheckpointError:
+        raise  # code where weights belong: stop, never retrain over the evidence
+    except CheckpointError:
+        return None
+    return state if state.get("fingerprint") == fingerprint else None
+
+
 def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_location: str,
                centres_ref, fingerprint: str) -> dict[str, Any]:
     """Train part subnet ``part`` (runs as a Ray task); returns its done record."""
@@ -80,16 +94,8 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     model.load_state_dict(load_state(whole_location))
     channels_last(model.to(device))
     optimizer = make_optimizer(model.parameters(), pc)
-    start_epoch, history, attempt = 0, [], 0
-    if storage.exists(ckpt_location):
-        try:
-            state = load_state(ckpt_location)
-        except UnsafeCheckpointError:
-            raise  # code where weights belong: stop, never retrain over the evidence
-        except CheckpointError:
-            state = {}  # unreadable or foreign: the part is retrained
-        if state.get("fingerprint") == fingerprint:
-            start_epoch, history, attempt = resume_from(state, model, optimizer)
+    state = _own_checkpoint(ckpt_location, fingerprint)
+    start_epoch, history, attempt = resume_from(state, model, optimizer) if state else (0, [], 0)
 
     def loss(m, batch):
         out = m(batch["image"])
