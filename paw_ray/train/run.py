@@ -28,7 +28,7 @@ from paw_ray.train.manifest import Manifest, RunDirError, stage_fingerprint
 from paw_ray.train.stage_table import STAGES, StageRun, stage_inputs
 from paw_ray.train.stage_table import stage as stage_spec
 
-__all__ = ["train", "resolve_data", "data_identity", "parse_stages"]
+__all__ = ["train", "resolve_data", "data_identity", "parse_stages", "run_ray_train_stage"]
 
 
 def parse_stages(stages: str | None, from_stage: str | None) -> list[str] | None:
@@ -182,12 +182,14 @@ def _summary(metrics: dict) -> str:
 def _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log):
     """Run one stage the way the stage table says it runs."""
     if stage_spec(stage).trains:
-        return _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs)
+        return run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs)
     module = importlib.import_module(stage_spec(stage).module)
     return module.run_stage(StageRun(cfg, data_dir, data_label, run_dir, fp, inputs, log))
 
 
-def _run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None):
+def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None):
+    """A Ray Train stage on ``data_dir``'s train and val streams (with the part centres where
+    the stage crops at them); ``callbacks`` go to the TorchTrainer (Tune's reporting)."""
     import ray
 
     from paw_ray.data.stream import image_stream

@@ -203,7 +203,7 @@ def _make_driver(stage: str, cfg_dict: dict, data_dir: str, identity: str, input
         import ray.tune
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from paw_ray.train.run import _run_ray_train_stage
+        from paw_ray.train.run import run_ray_train_stage
 
         class ScalarReport(TuneReportCallback):
             """Tune's loggers take numbers: the epoch's list of worker nodes stays in the history."""
@@ -216,7 +216,7 @@ def _make_driver(stage: str, cfg_dict: dict, data_dir: str, identity: str, input
         getattr(cfg, stage).val_every = 1  # the scheduler compares trials on every epoch's metric
         fp = stage_fingerprint(cfg, stage, identity, input_fps)
         trial_dir = storage.join(trials_dir, ray.tune.get_context().get_trial_id())
-        artifact, metrics = _run_ray_train_stage(stage, cfg, data_dir, trial_dir, fp, inputs,
+        artifact, metrics = run_ray_train_stage(stage, cfg, data_dir, trial_dir, fp, inputs,
                                                  callbacks=[ScalarReport()])
         storage.write_json_atomic(storage.join(trial_dir, "result.json"),
                                   {"params": dict(trial_values), "artifact": artifact,
@@ -224,6 +224,39 @@ def _make_driver(stage: str, cfg_dict: dict, data_dir: str, identity: str, input
                                    "history": metrics.get("history", [])})
 
     return driver
+
+
+def _trial_record(result, space: dict[str, Any], cfg: C.Config, stage: str) -> dict[str, Any]:
+    """One row of the summary from a trial's Tune result: its values, last and best metric,
+    epochs run of those planned, and whether it completed, was stopped early or failed."""
+    params = {k: result.config[k] for k in space} if result.config else {}
+    m = result.metrics or {}
+    planned = C.epochs_to_run(cfg, int(params.get("epochs", getattr(cfg, stage).epochs)))
+    history = []
+    try:
+        df = result.metrics_dataframe
+        if df is not None and METRIC in df:
+            history = [round(float(v), 5) for v in df[METRIC].tolist()]
+    except Exception:  # noqa: BLE001 - the table is a nicety
+        pass
+    ran = int(m.get("training_iteration", len(history)) or 0)
+    if result.error is not None:
+        status = "error"
+    elif ran < max(planned, 1):
+        status = "early_stopped"  # the scheduler (ASHA) stopped it at a rung
+    else:
+        status = "completed"
+    return {
+        "trial_id": m.get("trial_id") or (result.path.rstrip("/").split("_")[-2] if result.path else ""),
+        "params": params,
+        METRIC: round(float(m[METRIC]), 5) if METRIC in m else None,
+        "best_" + METRIC: max(history) if history else None,
+        "epochs_run": ran,
+        "epochs_planned": planned,
+        "status": status,
+        "error": _short_error(result.error) if result.error is not None else "",
+        "path": result.path,
+    }
 
 
 def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, scheduler: str = "asha",
@@ -284,38 +317,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     grid = tuner.fit()
     wall = round(time.time() - t0, 1)
 
-    planned_default = getattr(cfg, stage).epochs
-    trials = []
-    for result in grid:
-        params = {k: result.config[k] for k in space} if result.config else {}
-        m = result.metrics or {}
-        planned = C.epochs_to_run(cfg, int(params.get("epochs", planned_default)))
-        history = []
-        try:
-            df = result.metrics_dataframe
-            if df is not None and METRIC in df:
-                history = [round(float(v), 5) for v in df[METRIC].tolist()]
-        except Exception:  # noqa: BLE001 - the table is a nicety
-            pass
-        ran = int(m.get("training_iteration", len(history)) or 0)
-        if result.error is not None:
-            status = "error"
-        elif ran < max(planned, 1):
-            status = "early_stopped"  # the scheduler (ASHA) stopped it at a rung
-        else:
-            status = "completed"
-        trial_id = m.get("trial_id") or (result.path.rstrip("/").split("_")[-2] if result.path else "")
-        trials.append({
-            "trial_id": trial_id,
-            "params": params,
-            METRIC: round(float(m[METRIC]), 5) if METRIC in m else None,
-            "best_" + METRIC: max(history) if history else None,
-            "epochs_run": ran,
-            "epochs_planned": planned,
-            "status": status,
-            "error": _short_error(result.error) if result.error is not None else "",
-            "path": result.path,
-        })
+    trials = [_trial_record(result, space, cfg, stage) for result in grid]
     ok = [t for t in trials if t["status"] == "completed" and t[METRIC] is not None] or \
          [t for t in trials if t["status"] != "error" and t[METRIC] is not None]
     if not ok:
