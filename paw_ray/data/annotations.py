@@ -291,15 +291,51 @@ def _row_detail(rest: str, k: int, csv: bool, columns: list[str]) -> tuple[str, 
 def parse_annotation(path: str, kind: str, *, strict: bool = True, data: bytes | None = None) -> Annotation:
     """Parse one CelebA annotation file (``.txt`` in the official format or ``.csv``).
 
-    ``kind`` is ``"attr"``, ``"bbox"``, ``"landmarks"`` or ``"partition"``. With ``strict`` the first bad row (or a row count that disagrees)
-    raises ``CelebAError``; without, bad rows come back in ``Annotation.problems`` and
-    a count mismatch in ``Annotation.warnings``. File-level problems (missing, empty,
-    not text, wrong column names) always raise. Attribute values come back as -1/1
-    whichever encoding the file uses; partition values as 0/1/2."""
+    ``kind`` is ``"attr"``, ``"bbox"``, ``"landmarks"`` or ``"partition"``. With ``strict``
+    the first bad row (or a row count that disagrees) raises ``CelebAError``; without, bad
+    rows come back in ``Annotation.problems`` and a count mismatch in
+    ``Annotation.warnings``. File-level problems (missing, empty, not text, wrong column
+    names) always raise. Attribute values come back as -1/1 whichever encoding the file
+    uses; partition values as 0/1/2."""
     if kind not in _KINDS:
         raise ValueError(f"unknown annotation kind {kind!r}; one of {sorted(_KINDS)}")
     K = _KINDS[kind]
-    k = len(K.columns)
+    csv = path.lower().endswith(".csv")
+    lines, quote_errors = _read_lines(path, K, csv, data)
+    start, declared, count_line, perm = _read_head(lines, path, K, csv)
+    columns_in_file = list(K.columns) if perm is None else [K.columns[j] for j in np.argsort(perm)]
+    row_lines = [j for j in range(start, len(lines)) if lines[j].strip()]
+    ids, rests = _split_rows(lines, row_lines, csv)
+    n = len(row_lines)
+    line_no = np.asarray(row_lines, dtype=np.int64) + 1
+
+    if K.words:
+        rests = _words_to_numbers(rests, dict(K.words))
+    values, bad = _scan_values(rests, len(K.columns), csv)
+    bad_quotes = {r: quote_errors[j] for r, j in enumerate(row_lines) if j in quote_errors}
+    bad[list(bad_quotes)] = True
+    problems = _row_problems(path, K, ids, rests, line_no, bad, bad_quotes, csv, columns_in_file)
+    if perm is not None:
+        values = values[:, perm]
+    values = _check_values(path, kind, K, ids, values, line_no, bad, problems)
+    _check_ids(path, ids, line_no, bad, problems)
+    problems.sort(key=lambda p: p.line)
+    good = ~bad
+    ann = Annotation(
+        path=path, kind=kind, columns=list(K.columns),
+        ids=[s for s, g in zip(ids, good) if g], values=values[good], lines=line_no[good],
+        problems=problems, num_rows=n, row_lines=line_no, declared_rows=declared,
+    )
+    if declared is not None and declared != n:
+        span = f" (lines {int(line_no[0])}-{int(line_no[-1])})" if n else ""
+        ann.warnings.append(f"{path}, line {count_line}: the row count says {declared} rows but the file has {n}{span}")
+    if strict:
+        ann.raise_first()
+    return ann
+
+
+def _read_lines(path: str, K: _Kind, csv: bool, data: bytes | None) -> tuple[list[str], dict[int, str]]:
+    """The file's lines (CSV quotes removed) and, per line index, why its quotes do not parse."""
     if data is None:
         try:
             data = storage.read_bytes(path)
@@ -308,11 +344,10 @@ def parse_annotation(path: str, kind: str, *, strict: bool = True, data: bytes |
         except IsADirectoryError:
             raise CelebAError(f"{path}: is a folder, expected the {K.stem} file") from None
     text = _decode(data, path)
-    csv = path.lower().endswith(".csv")
     if "\n" not in text and "\r" in text:  # old Mac line ends
         text = text.replace("\r", "\n")
     lines = text.split("\n")  # "\r" of CRLF stays at the line end: whitespace to the parser
-    quote_errors: dict[int, str] = {}  # line index -> why its quotes do not parse
+    quote_errors: dict[int, str] = {}
     if csv and '"' in text:
         for j, line in enumerate(lines):
             if '"' in line:
@@ -320,66 +355,74 @@ def parse_annotation(path: str, kind: str, *, strict: bool = True, data: bytes |
                     lines[j] = _unquote_csv(line)
                 except CSVError as e:
                     quote_errors[j] = str(e)
-    n_lines = len(lines)
+    return lines, quote_errors
+
+
+def _read_head(lines: list[str], path: str, K: _Kind, csv: bool) -> tuple[int, int | None, int, np.ndarray | None]:
+    """Where the data rows start, the row count the file declares (official .txt) and its line,
+    and the permutation from the header's column order to CelebA's (None: already in order)."""
 
     def next_nonblank(i: int) -> int:
-        while i < n_lines and not lines[i].strip():
+        while i < len(lines) and not lines[i].strip():
             i += 1
         return i
 
     i = next_nonblank(0)
-    if i == n_lines:
+    if i == len(lines):
         raise CelebAError(f"{path}: the file is empty")
-    declared = None
-    count_line = 0
-    first = lines[i].strip()
-    if not csv and re.fullmatch(r"[0-9]+", first):
-        declared, count_line = int(first), i + 1
+    declared, count_line = None, 0
+    if not csv and re.fullmatch(r"[0-9]+", lines[i].strip()):
+        declared, count_line = int(lines[i].strip()), i + 1
         i = next_nonblank(i + 1)
     perm = None
-    if i < n_lines:
+    if i < len(lines):
         toks = _header_tokens(lines[i], csv)
         if toks and not _is_image_id(toks[0]):
             perm = _check_header(toks, K, path, i + 1)
             i += 1
         elif csv or K.header_required:
-            want = "a header row image_id," + ",".join(K.columns[:3]) if csv else f"a line with the {k} column names"
+            want = ("a header row image_id," + ",".join(K.columns[:3]) if csv
+                    else f"a line with the {len(K.columns)} column names")
             raise CelebAError(f"{path}, line {i + 1}: expected {want}{' ...' if csv else ''}, found a data row")
-    columns_in_file = list(K.columns) if perm is None else [K.columns[j] for j in np.argsort(perm)]
+    return i, declared, count_line, perm
 
-    row_lines = [j for j in range(i, n_lines) if lines[j].strip()]
+
+def _split_rows(lines: list[str], row_lines: list[int], csv: bool) -> tuple[list[str], list[str]]:
+    """Each data row's image id and the rest of its line."""
     ids: list[str] = []
     rests: list[str] = []
-    if csv:
-        for j in row_lines:
+    for j in row_lines:
+        if csv:
             head, _, rest = lines[j].partition(",")
             ids.append(head.strip())
-            rests.append(rest)
-    else:
-        for j in row_lines:
+        else:
             parts = lines[j].split(None, 1)
             ids.append(parts[0])
-            rests.append(parts[1] if len(parts) > 1 else "")
-    n = len(row_lines)
-    line_no = np.asarray(row_lines, dtype=np.int64) + 1
+            rest = parts[1] if len(parts) > 1 else ""
+        rests.append(rest)
+    return ids, rests
 
-    if K.words:
-        rests = _words_to_numbers(rests, dict(K.words))
-    values, bad = _scan_values(rests, k, csv)
-    bad_quotes = {r: quote_errors[j] for r, j in enumerate(row_lines) if j in quote_errors}
-    bad[list(bad_quotes)] = True
+
+def _row_problems(path: str, K: _Kind, ids: list[str], rests: list[str], line_no: np.ndarray, bad: np.ndarray,
+                  bad_quotes: dict[int, str], csv: bool, columns_in_file: list[str]) -> list[Problem]:
+    """A ``Problem`` for each row whose values did not scan."""
     problems: list[Problem] = []
     for r in np.flatnonzero(bad):
         if r in bad_quotes:
             reason, detail = "quotes do not parse", f"the quotes of this line do not parse ({bad_quotes[r]})"
         else:
-            reason, detail = _row_detail(rests[r], k, csv, columns_in_file)
+            reason, detail = _row_detail(rests[r], len(K.columns), csv, columns_in_file)
         if reason == "not an integer" and K.spellings:
             detail += f" (values may be {K.spellings})"
         iid = ids[r] if _is_image_id(ids[r]) else None
         problems.append(Problem(path, int(line_no[r]), reason, f"{ids[r]}: {detail}", iid))
-    if perm is not None:
-        values = values[:, perm]
+    return problems
+
+
+def _check_values(path: str, kind: str, K: _Kind, ids: list[str], values: np.ndarray, line_no: np.ndarray,
+                  bad: np.ndarray, problems: list[Problem]) -> np.ndarray:
+    """Mark rows with a value outside the kind's allowed set (adding their problems); return
+    the values in CelebA's own encoding (attributes as -1/1)."""
     allowed, allowed_text = K.allowed, K.allowed_text
     if kind == "attr":
         allowed, allowed_text = _attr_encoding(values[~bad], line_no[~bad])
@@ -391,9 +434,12 @@ def parse_annotation(path: str, kind: str, *, strict: bool = True, data: bytes |
             problems.append(Problem(path, int(line_no[r]), reason,
                                     f"{ids[r]}: {K.columns[j]} is {values[r, j]}; must be {allowed_text}", ids[r]))
             bad[r] = True
-    if allowed == (0, 1):
-        values = values * 2 - 1  # one encoding for every caller: CelebA's own
-    id_ok = np.fromiter((bool(_ID_RE.fullmatch(s)) for s in ids), dtype=bool, count=n)
+    return values * 2 - 1 if allowed == (0, 1) else values
+
+
+def _check_ids(path: str, ids: list[str], line_no: np.ndarray, bad: np.ndarray, problems: list[Problem]) -> None:
+    """Mark rows whose id is not an image file name or appears more than once (adding their problems)."""
+    id_ok = np.fromiter((bool(_ID_RE.fullmatch(s)) for s in ids), dtype=bool, count=len(ids))
     for r in np.flatnonzero(~id_ok):
         if not bad[r]:
             shown = ids[r] if len(ids[r]) <= 40 else ids[r][:40] + "..."
@@ -413,16 +459,3 @@ def parse_annotation(path: str, kind: str, *, strict: bool = True, data: bytes |
             problems.append(Problem(path, int(line_no[r]), "duplicate image id",
                                     f"image id {s} appears more than once (lines {where})", s))
         bad[rs] = True
-    problems.sort(key=lambda p: p.line)
-    good = ~bad
-    ann = Annotation(
-        path=path, kind=kind, columns=list(K.columns),
-        ids=[s for s, g in zip(ids, good) if g], values=values[good], lines=line_no[good],
-        problems=problems, num_rows=n, row_lines=line_no, declared_rows=declared,
-    )
-    if declared is not None and declared != n:
-        span = f" (lines {int(line_no[0])}-{int(line_no[-1])})" if n else ""
-        ann.warnings.append(f"{path}, line {count_line}: the row count says {declared} rows but the file has {n}{span}")
-    if strict:
-        ann.raise_first()
-    return ann
