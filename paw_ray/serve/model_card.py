@@ -51,7 +51,6 @@ def model_card(run, contract: dict) -> str:
     """Markdown model card for an export of ``run`` described by ``contract`` (model.json)."""
     s = contract["input"]["shape"][-1]
     params = contract["parameters"]
-    synthetic = "synth" in (run.data_label or "").lower()
     parity = contract["parity"]
     lines = [
         f"# Model card: PaW cascade face-attribute classifier ({run.preset} preset)",
@@ -108,8 +107,15 @@ def model_card(run, contract: dict) -> str:
         "verification).",
         "",
         "## Known limits",
+        *_known_limits(run),
     ]
-    if synthetic:
+    return "\n".join(lines) + "\n"
+
+
+def _known_limits(run) -> list[str]:
+    """Where the model fails: the run's own limits (synthetic data, a tiny preset), then CelebA's."""
+    lines = []
+    if "synth" in (run.data_label or "").lower():
         lines.append("- **Trained on SynthFaces, a synthetic data set** of drawn faces whose attributes are visible "
                      "cues at known places. Its accuracy says nothing about real photographs; this model is for "
                      "testing the pipeline, not for use on real faces.")
@@ -134,4 +140,4 @@ def model_card(run, contract: dict) -> str:
         "- Accuracy is the mean over 40 attributes of a test split from the same source as the training "
         "data; it is not a measure of performance on other populations or cameras.",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
