@@ -1,4 +1,7 @@
-"""The ``paw-ray`` command: one subcommand per capability, each a thin layer over the library."""
+"""The ``paw-ray`` command: one subcommand per capability, each a thin layer over the library.
+
+Each subcommand imports what it runs inside its own function, on purpose: ``paw-ray --help``
+and a bad flag answer at once instead of after importing torch, Ray and matplotlib."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from paw_ray.errors import PawRayError
+from paw_ray import storage
 
 __all__ = [
     "Config",
@@ -332,7 +333,6 @@ def load_yaml(path: str, base: Config | None = None) -> Config:
     (``s3://.../tune/whole/best.yaml`` written by a tune job on a cluster)."""
     try:
         if "://" in path and not path.startswith("file://"):
-            from paw_ray import storage
 
             obj = yaml.safe_load(storage.read_bytes(path).decode("utf-8"))
         else:

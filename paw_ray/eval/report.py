@@ -24,6 +24,15 @@ from paw_ray.attributes import ATTRIBUTES, attribute_index
 from paw_ray.train.manifest import RunDirError
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES
 from paw_ray.train.stages.evaluate import pointing_scope
+from paw_ray.data import shards
+from paw_ray.data.stream import decode_batch
+from paw_ray.eval.figures import ROW_LABELS
+from paw_ray.eval.figures import accuracy_figure, pointing_figure
+from paw_ray.eval.figures import heatmap_figure, part_boxes_figure
+from paw_ray.eval.figures import arl_figure, rsl_figure
+from paw_ray.train.checkpoints import load_state
+from paw_ray.eval.figures import curves_figure
+from paw_ray.serve.loading import open_run
 
 __all__ = ["write_report", "REPORT_DIR", "FIG4_ATTRIBUTES"]
 
@@ -38,9 +47,6 @@ def sample_faces(data_dir: str, image_size: int, n: int = N_SAMPLES) -> dict[str
     """The first ``n`` decodable test rows, decoded by the training pipeline (no flips)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from paw_ray.data import shards
-    from paw_ray.data.stream import decode_batch
 
     info = shards.read_info(data_dir)
     columns = ["image_id", "image", "labels"] + (["part_boxes_gt"] if info.has_part_boxes_gt else [])
@@ -104,7 +110,6 @@ def _stage_table(run) -> str:
 
 def table5_html(results: dict) -> str:
     """The accuracy table in the paper's Table 5 layout: a row per network, a column per attribute."""
-    from paw_ray.eval.figures import ROW_LABELS
 
     head = "".join(f"<th>{html.escape(a.replace('_', ' '))}</th>" for a in ATTRIBUTES)
     body = []
@@ -120,8 +125,6 @@ def table5_html(results: dict) -> str:
 
 
 def _accuracy(r: _Report) -> None:
-    from paw_ray.eval.figures import accuracy_figure, pointing_figure
-
     res = r.run.results
     if res is None:
         r.missing("Accuracy (Table 5)", "the evaluate stage has not run (no results.json)")
@@ -151,8 +154,6 @@ def pick_faces(labels: np.ndarray, attributes: list[int], n: int) -> np.ndarray:
 def _heatmaps(r: _Report) -> None:
     import torch
 
-    from paw_ray.eval.figures import heatmap_figure, part_boxes_figure
-
     run = r.run
     cascade, frl = run.cascade(), run.frl()
     pool = sample_faces(run.data_dir(r.log), cascade.image_size, n=POOL)
@@ -181,9 +182,6 @@ def _heatmaps(r: _Report) -> None:
 
 
 def _fusion_layers(r: _Report) -> None:
-    from paw_ray.eval.figures import arl_figure, rsl_figure
-    from paw_ray.train.checkpoints import load_state
-
     state = load_state(r.run.artifact("finetune"))
     body = r.save("rsl", rsl_figure(state["rsl.weight"].numpy(), r.run_label),
                   "RSL weight of the part subnet vs the whole subnet per attribute (Fig. 5)")
@@ -195,8 +193,6 @@ def _fusion_layers(r: _Report) -> None:
 
 
 def _curves(r: _Report) -> None:
-    from paw_ray.eval.figures import curves_figure
-
     stages = r.run.manifest.stages
     hist = {s: stages[s].metrics.get("history", []) for s in TRAIN_STAGES if s in stages}
     parts = {}
@@ -217,7 +213,6 @@ td,th{border:1px solid #ccc;padding:2px 5px;text-align:right}th{background:#f4f4
 
 def write_report(run_dir: str, out_dir: str | None = None, log: Callable[[str], None] = print) -> str:
     """Write the report of ``run_dir`` (default into ``<run>/report``); return index.html's location."""
-    from paw_ray.serve.loading import open_run
 
     run = open_run(run_dir)
     out_dir = out_dir or storage.join(run_dir, REPORT_DIR)

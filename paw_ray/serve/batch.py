@@ -27,6 +27,9 @@ from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.errors import PawRayError
 from paw_ray.train.resources import how_many_fit
+from paw_ray.serve.loading import open_run
+from paw_ray.data import shards
+from paw_ray.data.stream import image_stream
 
 __all__ = ["CascadePredictor", "predict_shards", "prediction_schema"]
 
@@ -43,8 +46,6 @@ class CascadePredictor:
 
     def __init__(self, run_dir: str, stored_size: int, num_threads: int = 1):
         import torch
-
-        from paw_ray.serve.loading import open_run
 
         torch.set_num_threads(max(1, num_threads))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,10 +100,6 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     """
     import ray
     import ray.data
-
-    from paw_ray.data import shards
-    from paw_ray.data.stream import image_stream
-    from paw_ray.serve.loading import open_run
 
     run = open_run(run_dir)
     cascade_cfg = run.cfg

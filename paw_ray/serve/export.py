@@ -34,6 +34,9 @@ import numpy as np
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.errors import PawRayError
+from paw_ray.eval.report import sample_faces
+from paw_ray.serve.loading import open_run
+from paw_ray.serve.model_card import model_card, parameter_counts
 
 __all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "run_exported", "deployable_cascade",
            "write_model"]
@@ -118,10 +121,6 @@ def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None,
     it, write ``model.json`` and ``MODEL_CARD.md``; return what was written."""
     import os
     import tempfile
-
-    from paw_ray.eval.report import sample_faces
-    from paw_ray.serve.loading import open_run
-    from paw_ray.serve.model_card import model_card, parameter_counts
 
     if fmt not in FORMATS:
         raise PawRayError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")

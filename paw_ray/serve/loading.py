@@ -19,6 +19,11 @@ from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.train.manifest import MANIFEST_FILE, Manifest, RunDirError
 from paw_ray.train.stage_table import STAGES
+from paw_ray.train.run import resolve_data
+from paw_ray.models.cascade import Cascade
+from paw_ray.models.paw import PaW
+from paw_ray.train.checkpoints import load_state
+from paw_ray.train.stages.frl import load_frl
 
 __all__ = ["TrainedRun", "open_run", "CONFIG_FILE"]
 
@@ -75,15 +80,10 @@ class TrainedRun:
         """The run's data folder (SynthFaces is re-rendered, deterministically, if it was removed)."""
         import sys
 
-        from paw_ray.train.run import resolve_data
-
         return resolve_data(self.cfg, self.run_dir, log or (lambda m: print(m, file=sys.stderr)))[0]
 
     def cascade(self):
         """The trained cascade (FRL + PaW, or grid centres + PaW) in eval mode, on CPU."""
-        from paw_ray.models.cascade import Cascade
-        from paw_ray.models.paw import PaW
-        from paw_ray.train.checkpoints import load_state
 
         paw = PaW.from_config(self.cfg)
         paw.load_state_dict(load_state(self.artifact("finetune")))
@@ -92,7 +92,6 @@ class TrainedRun:
 
     def frl(self):
         """The trained FRL localization network (no MNL branch), eval mode."""
-        from paw_ray.train.stages.frl import load_frl
 
         return load_frl(self.cfg, self.artifact("frl")).eval()
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.train.stages.evaluate import pointing_scope
+from paw_ray.models.summary import count_params
 
 __all__ = ["parameter_counts", "model_card"]
 
 
 def parameter_counts(cascade) -> dict[str, int]:
     """Parameters of each part of the exported cascade (BatchNorm buffers excluded)."""
-    from paw_ray.models.summary import count_params
 
     paw = cascade.paw
     out = {"frl_localization": count_params(cascade.frl) if cascade.frl is not None else 0,

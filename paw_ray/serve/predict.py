@@ -35,6 +35,8 @@ import numpy as np
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.data import facebox, shards
 from paw_ray.errors import PawRayError
+from paw_ray import storage
+from paw_ray.data.stream import decode_batch
 
 __all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "parse_box", "read_boxes_csv",
            "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]
@@ -207,9 +209,6 @@ class Predictor:
         """The rows of a prepared data set's split, decoded as the training pipeline does."""
         import pyarrow.parquet as pq
 
-        from paw_ray import storage
-        from paw_ray.data.stream import decode_batch
-
         info = shards.read_info(folder)
         splits = shards.SPLITS if self.split == "all" else (self.split,)
         for split in splits:
@@ -325,7 +324,7 @@ def write_explanation(pred: Prediction, folder: str, index: int, attributes: lis
 
     from matplotlib import pyplot as plt
 
-    from paw_ray.eval.overlays import explain_figure
+    from paw_ray.eval.overlays import explain_figure  # matplotlib: only when a figure is asked for
 
     face = pred.face
     name = f"{index:04d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', face.image_id)[:80]}.png"

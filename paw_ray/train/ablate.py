@@ -39,6 +39,14 @@ from paw_ray.models.paw import rsl_whole_part
 from paw_ray.train.manifest import MANIFEST_FILE, Manifest, stage_fingerprints
 from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.evaluate import RESULT_ROWS
+from paw_ray.models.frl import FRL
+from paw_ray.models.paw import PaW
+from paw_ray.models.students import SNet
+from paw_ray.models.summary import count_params
+from paw_ray.models.summary import PAPER_PARAMS
+from paw_ray.train.checkpoints import load_state
+from paw_ray.train.cluster import check_placement_fits, ensure_ray
+from paw_ray.train.run import data_identity, resolve_data, train
 
 __all__ = ["Variant", "VARIANTS", "PAPER_DESIGN", "ablate", "adopt_shared_stages", "measure", "summarize",
            "machine", "format_ablations"]
@@ -111,11 +119,6 @@ def _params(cfg: C.Config) -> dict[str, int]:
     localization branch where it places the parts (the MNL branch is dropped after training)."""
     import torch
 
-    from paw_ray.models.frl import FRL
-    from paw_ray.models.paw import PaW
-    from paw_ray.models.students import SNet
-    from paw_ray.models.summary import count_params
-
     with torch.device("meta"):  # shapes only: PaW of 41 SNet1s would be 1 GB of weights
         paw = count_params(PaW.from_config(cfg))
         frl = count_params(FRL.from_config(cfg).drop_mnl()) if cfg.parts.source == "frl" else 0
@@ -124,8 +127,6 @@ def _params(cfg: C.Config) -> dict[str, int]:
 
 
 def _paper_params(cfg: C.Config) -> dict[str, int | None]:
-    from paw_ray.models.summary import PAPER_PARAMS
-
     return {"student": PAPER_PARAMS[cfg.student],
             "paw": PAPER_PARAMS["paw"] if cfg.student == "snet3" else None}
 
@@ -134,7 +135,6 @@ def measure(cfg: C.Config, manifest: Manifest, params: dict[str, int] | None = N
     """One finished variant run: mean test accuracy (%) per row, pointing accuracy (%), parameter
     counts, wall time (``spent``: stages trained here; ``total``: reused stages counted too) and
     the fine-tuned RSL's mean weight on the whole vs the own part subnet (as in Fig. 5)."""
-    from paw_ray.train.checkpoints import load_state
 
     results = storage.read_json(manifest.stages["evaluate"].artifact)
     whole, part = rsl_whole_part(load_state(manifest.stages["finetune"].artifact)["rsl.weight"].numpy())
@@ -276,8 +276,6 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
            reuse: list[str] = (), log: Callable[[str], None] = print) -> dict:
     """Train every variant for seeds 0..``seeds``-1, sharing stages with each other and with the
     run directories in ``reuse``; write and return the summary."""
-    from paw_ray.train.cluster import check_placement_fits, ensure_ray
-    from paw_ray.train.run import data_identity, resolve_data, train
 
     names = list(variants or VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]

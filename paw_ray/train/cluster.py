@@ -6,6 +6,7 @@ import os
 
 from paw_ray.config import Config, RayConfig
 from paw_ray.errors import PawRayError
+from paw_ray.train.stage_table import TRAIN_STAGES
 
 __all__ = ["ensure_ray", "check_placement_fits"]
 
@@ -41,8 +42,6 @@ def check_placement_fits(cfg: Config) -> None:
     autoscaler may still add the nodes.
     """
     import ray
-
-    from paw_ray.train.stage_table import TRAIN_STAGES
 
     have = ray.cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)

@@ -27,6 +27,11 @@ from paw_ray.errors import PawRayError
 from paw_ray.train.manifest import Manifest, RunDirError, stage_fingerprint
 from paw_ray.train.stage_table import STAGES, StageRun, stage_inputs
 from paw_ray.train.stage_table import stage as stage_spec
+from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
+from paw_ray.train.cluster import check_placement_fits, ensure_ray
+from paw_ray.data.stream import image_stream
+from paw_ray.train.stages.localize import load_centres
+from paw_ray.train.trainer import run_train_stage
 
 __all__ = ["train", "resolve_data", "data_identity", "parse_stages", "run_ray_train_stage"]
 
@@ -53,7 +58,6 @@ def resolve_data(cfg: Config, run_dir: str, log: Callable[[str], None] = print) 
     if cfg.data.path:
         info = shards.check_data(cfg.data.path)  # columns and labels of every shard, before any stage
         return cfg.data.path, f"{info.name} ({cfg.data.path})"
-    from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
 
     d = cfg.data
     name = (f"synthfaces-v{GENERATOR_VERSION}-n{d.synth_n}-s{d.image_size}-seed{d.synth_seed}"
@@ -94,7 +98,6 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     ``only``: consider just these stages (reusing each one complete for its config, running
     the rest) and leave the others alone — how ``paw-ray tune`` makes a stage's inputs.
     """
-    from paw_ray.train.cluster import check_placement_fits, ensure_ray
 
     run_dir = storage.absolute(run_dir)
     if cfg.data.path:
@@ -191,10 +194,6 @@ def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=Non
     """A Ray Train stage on ``data_dir``'s train and val streams (with the part centres where
     the stage crops at them); ``callbacks`` go to the TorchTrainer (Tune's reporting)."""
     import ray
-
-    from paw_ray.data.stream import image_stream
-    from paw_ray.train.stages.localize import load_centres
-    from paw_ray.train.trainer import run_train_stage
 
     centres = None
     if stage_spec(stage).crops_at_centres:

@@ -49,6 +49,8 @@ from paw_ray.errors import PawRayError
 from paw_ray.train.manifest import stage_fingerprint
 from paw_ray.train.resources import how_many_fit
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES, stage_inputs
+from paw_ray.train.run import run_ray_train_stage
+from paw_ray.train.run import train
 
 __all__ = ["run_tune", "default_space", "load_space", "TuneError", "upstream_stages",
            "max_concurrent_trials", "METRIC", "DRIVER_CPUS"]
@@ -203,8 +205,6 @@ def _make_driver(stage: str, cfg_dict: dict, data_dir: str, identity: str, input
         import ray.tune
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from paw_ray.train.run import run_ray_train_stage
-
         class ScalarReport(TuneReportCallback):
             """Tune's loggers take numbers: the epoch's list of worker nodes stays in the history."""
 
@@ -265,8 +265,6 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     """Search ``stage``'s hyperparameters; write the summary and ``best.yaml``; return the summary."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from paw_ray.train.run import train
 
     if stage not in TRAIN_STAGES:
         raise TuneError(f"--stage {stage!r}: tunable stages are the Ray Train stages "

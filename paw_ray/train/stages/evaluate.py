@@ -26,6 +26,14 @@ from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import image_stream
 from paw_ray.train.stage_table import StageRun
+from paw_ray import config as C
+from paw_ray.models.paw import PaW, PartSubnets
+from paw_ray.models.students import SNet
+from paw_ray.train.checkpoints import load_state
+from paw_ray.train.stages.frl import load_frl
+from paw_ray.models.windows import crop_windows, part_windows
+from paw_ray.config import to_dict
+from paw_ray.train.stages.localize import load_centres
 
 __all__ = ["run_stage", "run_evaluate", "RESULT_ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
            "format_table"]
@@ -38,12 +46,6 @@ class Scorer:
 
     def __init__(self, cfg_dict: dict, inputs: dict[str, str], num_threads: int = 1):
         import torch
-
-        from paw_ray import config as C
-        from paw_ray.models.paw import PaW, PartSubnets
-        from paw_ray.models.students import SNet
-        from paw_ray.train.checkpoints import load_state
-        from paw_ray.train.stages.frl import load_frl
 
         torch.set_num_threads(max(1, num_threads))
         cfg = C.from_dict(cfg_dict)
@@ -61,8 +63,6 @@ class Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
-
-        from paw_ray.models.windows import crop_windows, part_windows
 
         b = model_batch(batch, self.device)
         out = {"image_id": b["image_id"], "labels": batch["labels"][batch["ok"]],
@@ -200,9 +200,6 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
     """Score the test split, write results.json and results.md; return results.json's location."""
     import ray
     import ray.data
-
-    from paw_ray.config import to_dict
-    from paw_ray.train.stages.localize import load_centres
 
     t0 = time.time()
     centres_ref = ray.put(load_centres(inputs["localize"]))

@@ -25,6 +25,11 @@ from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import CentresTable, image_stream
 from paw_ray.train.stage_table import StageRun
+from paw_ray import config as C
+from paw_ray.train.stages.frl import load_frl
+from paw_ray.models.windows import part_centres
+from paw_ray.models.windows import grid_centres
+from paw_ray.config import to_dict
 
 __all__ = ["run_stage", "run_localize", "load_centres", "FRLLocalizer", "CENTRES_FILE"]
 
@@ -37,9 +42,6 @@ class FRLLocalizer:
     def __init__(self, cfg_dict: dict, frl_location: str, num_threads: int = 1):
         import torch
 
-        from paw_ray import config as C
-        from paw_ray.train.stages.frl import load_frl
-
         torch.set_num_threads(max(1, num_threads))
         self.cfg = C.from_dict(cfg_dict)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -47,8 +49,6 @@ class FRLLocalizer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
-
-        from paw_ray.models.windows import part_centres
 
         ok = batch["ok"]
         centres = np.full((len(ok), 40, 2), 0.5, dtype=np.float32)  # undecodable rows: image centre
@@ -62,8 +62,6 @@ class FRLLocalizer:
 
 def _grid_table(data_dir: str) -> CentresTable:
     import torch
-
-    from paw_ray.models.windows import grid_centres
 
     info = shards.read_info(data_dir)
     ids = []
@@ -88,7 +86,6 @@ def run_localize(cfg, data_dir: str, run_dir: str, frl_location: str | None) -> 
     if cfg.parts.source == "grid":
         table = _grid_table(data_dir)
     else:
-        from paw_ray.config import to_dict
 
         lc = cfg.localize
         streams = [image_stream(data_dir, split, cfg.data.image_size, op_cpus=cfg.data.op_cpus)

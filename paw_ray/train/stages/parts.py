@@ -34,6 +34,17 @@ from paw_ray.train.resources import how_many_fit
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
 from paw_ray.train.stage_table import StageRun
+from paw_ray import config as C
+from paw_ray.data import shards
+from paw_ray.data.cache import choose_placement, row_bytes
+from paw_ray.data.feed import EpochFeed
+from paw_ray.data.stream import image_stream
+from paw_ray.models.students import SNet
+from paw_ray.train.task import TrainTask
+from paw_ray.train.loop import (channels_last, describe_placement, make_optimizer, resume_from, run_epoch, setup_worker, training_state, validates)
+from paw_ray.config import to_dict
+from paw_ray.models.paw import PartSubnets
+from paw_ray.train.stages.localize import load_centres
 
 __all__ = ["run_stage", "run_parts", "part_dir", "train_part"]
 
@@ -72,16 +83,6 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     import ray
     import torch
     import torch.nn.functional as F
-
-    from paw_ray import config as C
-    from paw_ray.data import shards
-    from paw_ray.data.cache import choose_placement, row_bytes
-    from paw_ray.data.feed import EpochFeed
-    from paw_ray.data.stream import image_stream
-    from paw_ray.models.students import SNet
-    from paw_ray.train.task import TrainTask
-    from paw_ray.train.loop import (channels_last, describe_placement, make_optimizer, resume_from, run_epoch,
-                                    setup_worker, training_state, validates)
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
@@ -161,10 +162,6 @@ def run_parts(cfg, data_dir: str, run_dir: str, fingerprint: str, whole_location
               centres_location: str, log=print) -> tuple[str, dict[str, Any]]:
     """Fan out the unfinished parts as Ray tasks, wait for all 40, assemble the vectorised module."""
     import ray
-
-    from paw_ray.config import to_dict
-    from paw_ray.models.paw import PartSubnets
-    from paw_ray.train.stages.localize import load_centres
 
     records: dict[int, dict] = {}
     todo = []
