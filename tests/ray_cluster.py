@@ -24,6 +24,8 @@ import tempfile
 import time
 import uuid
 
+import processes
+
 MARKER = "PAW_RAY_TEST_CLUSTER"
 
 
@@ -154,18 +156,7 @@ class LocalCluster:
 
     def marked_pids(self) -> list[int]:
         """Pids of processes carrying this cluster's marker in their environment."""
-        needle = f"{MARKER}={self.id}".encode()
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if needle in f.read().split(b"\0"):
-                        pids.append(int(entry))
-            except OSError:
-                continue
-        return pids
+        return [pid for pid in processes.pids() if processes.has_env(pid, f"{MARKER}={self.id}")]
 
     # ------------------------------------------------------------------ use
 

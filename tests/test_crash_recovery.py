@@ -31,6 +31,7 @@ from paw_ray.train.checkpoints import load_state
 from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.parts import part_dir
 
+import processes
 from ray_cluster import LocalCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the module fixture runs the whole pipeline
@@ -58,33 +59,11 @@ def _done_parts(run_dir: str) -> dict[int, float]:
     return out
 
 
-def _children(pid: int) -> list[int]:
-    """``pid`` and all its descendants (from /proc)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError):
-                continue
-    out, frontier = [pid], [pid]
-    while frontier:
-        frontier = [c for c, p in parents.items() if p in frontier]
-        out += frontier
-    return out
-
-
 def _node_running_a_part(cluster: LocalCluster) -> int | None:
     """Index in ``cluster.procs`` of a worker node whose processes include a running part task."""
     for i in range(1, len(cluster.procs)):
-        for pid in _children(cluster.procs[i].pid):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f.read().startswith(b"ray::part-"):
-                        return i
-            except OSError:
-                continue
+        if any(processes.runs(pid, "ray::part-") for pid in processes.descendants(cluster.procs[i].pid)):
+            return i
     return None
 
 
@@ -138,7 +117,7 @@ def crash_run(tmp_path_factory):
                                                                and _node_running_a_part(cluster)), second, log2)
         info["stopped"] = cluster.node_names[node]
         info["stopped_at"] = time.time()
-        for pid in _children(cluster.procs[node].pid):
+        for pid in processes.descendants(cluster.procs[node].pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

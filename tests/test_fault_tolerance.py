@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+import processes
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.attributes import NUM_ATTRIBUTES
@@ -46,24 +47,8 @@ def data_dir(ray_local, tmp_path_factory):
 def own_ray_workers(title: str) -> list[int]:
     """Pids of this process's Ray workers titled ``ray::<title>...``: children of the raylet
     that ``ray_local`` started as a child of this process."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if not f.read().startswith(f"ray::{title}".encode()):
-                    continue
-            if _parent(_parent(int(entry))) == os.getpid():
-                pids.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
+    return [pid for pid in processes.pids()
+            if processes.runs(pid, f"ray::{title}") and processes.parent_of(processes.parent_of(pid) or 0) == os.getpid()]
 
 
 class Background(threading.Thread):
