@@ -20,3 +20,12 @@ from paw_ray.train.resources import how_many_fit
 ])
 def test_how_many_fit(resources, cpus, gpus, expected):
     assert how_many_fit(resources, cpus, gpus) == expected
+
+
+def test_given_device_is_the_cpu_without_a_gpu_asked_for_or_visible():
+    import torch
+
+    from paw_ray.train.resources import given_device
+
+    assert given_device(0.0) == torch.device("cpu")
+    assert given_device(0.5).type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -26,7 +26,7 @@ import pyarrow as pa
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.errors import PawRayError
-from paw_ray.train.resources import how_many_fit
+from paw_ray.train.resources import given_device, how_many_fit
 from paw_ray.serve.loading import open_run
 from paw_ray.data import shards
 from paw_ray.data.stream import image_stream
@@ -48,7 +48,7 @@ class CascadePredictor:
         import torch
 
         torch.set_num_threads(max(1, num_threads))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = given_device()
         self.cascade = open_run(run_dir).cascade().to(self.device)
         self.scale = stored_size / self.cascade.image_size  # network pixels -> stored image pixels
         self.schema = prediction_schema()

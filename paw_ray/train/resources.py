@@ -1,11 +1,19 @@
-"""How many of something fit a Ray cluster's resources at once: part tasks in flight, Tune
-trials, inference actors."""
+"""Resources: how many of something fit a Ray cluster at once (part tasks in flight, Tune
+trials, inference actors), and which device a Ray task or actor was given."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["how_many_fit"]
+import torch
+
+__all__ = ["how_many_fit", "given_device"]
+
+
+def given_device(gpus: float = 1.0) -> torch.device:
+    """The device of a Ray task or actor that asked for ``gpus`` GPUs: its GPU when it asked
+    for one and one is visible (Ray shows a process only the GPUs it was given), else the CPU."""
+    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
 def how_many_fit(resources: dict[str, float], cpus: float, gpus: float = 0.0) -> int:

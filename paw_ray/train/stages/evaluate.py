@@ -25,6 +25,7 @@ from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import image_stream
+from paw_ray.train.resources import given_device
 from paw_ray.train.stage_table import StageRun
 from paw_ray import config as C
 from paw_ray.models.paw import PaW, PartSubnets
@@ -49,7 +50,7 @@ class Scorer:
 
         torch.set_num_threads(max(1, num_threads))
         cfg = C.from_dict(cfg_dict)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = given_device()
         self.frl = load_frl(cfg, inputs["frl"])
         self.whole = SNet.from_config(cfg)
         self.whole.load_state_dict(load_state(inputs["whole"]))

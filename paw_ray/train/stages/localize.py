@@ -24,6 +24,7 @@ from paw_ray import storage
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import CentresTable, image_stream
+from paw_ray.train.resources import given_device
 from paw_ray.train.stage_table import StageRun
 from paw_ray import config as C
 from paw_ray.train.stages.frl import load_frl
@@ -44,7 +45,7 @@ class FRLLocalizer:
 
         torch.set_num_threads(max(1, num_threads))
         self.cfg = C.from_dict(cfg_dict)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = given_device()
         self.model = load_frl(self.cfg, frl_location).to(self.device).eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from paw_ray import storage
 from paw_ray.errors import StageFailed, root_message
-from paw_ray.train.resources import how_many_fit
+from paw_ray.train.resources import given_device, how_many_fit
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
 from paw_ray.train.stage_table import StageRun
@@ -81,13 +81,12 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                centres_ref, fingerprint: str) -> dict[str, Any]:
     """Train part subnet ``part`` (runs as a Ray task); returns its done record."""
     import ray
-    import torch
     import torch.nn.functional as F
 
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
     setup_worker(pc.num_cpus, cfg.seed * 1000 + part)
-    device = torch.device("cuda" if pc.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+    device = given_device(pc.num_gpus)
     here = part_dir(run_dir, part)
     ckpt_location = storage.join(here, "checkpoint.pt")
 
