@@ -4,7 +4,7 @@ is, what it was trained and measured on, how to call it, what it is for and wher
 from __future__ import annotations
 
 from paw_ray.attributes import ATTRIBUTES
-from paw_ray.train.stages.evaluate import pointing_scope
+from paw_ray.train.stages.evaluate import RESULT_ROWS, pointing_scope
 from paw_ray.models.summary import count_params
 
 __all__ = ["parameter_counts", "model_card"]
@@ -28,7 +28,7 @@ def _accuracy_section(results: dict | None) -> list[str]:
     lines = [f"Test split of the training data, {results['n_test']} images (from `results.json`). "
              "Decision: probability > 0.5.", "",
              "| network | mean accuracy | mean balanced accuracy |", "|---|---|---|"]
-    for row in ("frl", "whole", "part", "paw", "majority"):
+    for row in RESULT_ROWS:
         if row in results["mean_accuracy"]:
             lines.append(f"| {row} | {100 * results['mean_accuracy'][row]:.2f}% | "
                          f"{100 * results['mean_balanced_accuracy'][row]:.2f}% |")
