@@ -13,7 +13,11 @@ Per stage it prints both sides' wall times from their manifests, how often each 
 Ray Data's "Cluster resources are not enough" warning (a user reads it as a hang), and both
 sides' mean test accuracy per row of ``results.json``.
 
-    python benchmarks/bench_main_job.py [--quick] [--before REV] [--after REV] [--preset demo] [--set KEY=VALUE ...]
+    python benchmarks/bench_main_job.py [--quick] [--before REV] [--after REV] [--keep DIR] [--preset demo]
+                                        [--set KEY=VALUE ...]
+
+``--keep DIR`` leaves both run directories and logs under DIR (``benchmarks/run_breakdown.py
+DIR/after/runs/demo`` then gives each stage's step and validation shares).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def main() -> None:
     ap.add_argument("--after", default="HEAD", help="the later commit (default: HEAD)")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to both sides")
+    ap.add_argument("--keep", metavar="DIR", help="an empty folder to keep both sides' run directories in")
     args = ap.parse_args()
     preset, sets = args.preset, list(args.set)
     if args.quick:
@@ -77,13 +82,16 @@ def main() -> None:
                            capture_output=True, text=True).stdout.strip()
     print(f"bench_main_job: {machine_note()}; before {before}, after {after}", flush=True)
     with tempfile.TemporaryDirectory(prefix="paw-main-job-") as tmp:
+        where = os.path.abspath(args.keep) if args.keep else tmp
+        if args.keep and os.path.exists(where) and os.listdir(where):
+            sys.exit(f"--keep {args.keep}: not empty")
         sides = {}
         for name, rev in (("before", before), ("after", after)):
             tree = os.path.join(tmp, f"{name}-src")
             subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", tree, rev], check=True,
                            capture_output=True)
             try:
-                sides[name] = run_side(name, tree, os.path.join(tmp, name), argv)
+                sides[name] = run_side(name, tree, os.path.join(where, name), argv)
             finally:
                 subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", tree], capture_output=True)
     b, a = sides["before"], sides["after"]
