@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 
 from paw_ray.errors import PawRayError
-from paw_ray import storage
 
 __all__ = [
     "Config",
@@ -333,6 +332,8 @@ def load_yaml(path: str, base: Config | None = None) -> Config:
     (``s3://.../tune/whole/best.yaml`` written by a tune job on a cluster)."""
     try:
         if "://" in path and not path.startswith("file://"):
+            # deferred: pyarrow's filesystems, only for a URI (every `paw-ray` command imports config)
+            from paw_ray import storage
 
             obj = yaml.safe_load(storage.read_bytes(path).decode("utf-8"))
         else:
@@ -398,7 +399,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"frl.pools: must be 1 to 4 (TNet's 2x2 pools), got {cfg.frl.pools}")
     if cfg.student_width <= 0:
         problems.append("student_width: must be > 0")
-    for name, s in ((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)):
+    for name in (f.name for f in dataclasses.fields(cfg)):
+        s = getattr(cfg, name)
         if not isinstance(s, StageConfig):  # the sections of the stages that train
             continue
         if s.epochs < 0:

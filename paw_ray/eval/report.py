@@ -21,18 +21,23 @@ import numpy as np
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, attribute_index
+from paw_ray.data import shards
+from paw_ray.data.stream import decode_batch
+from paw_ray.eval.figures import (
+    ROW_LABELS,
+    accuracy_figure,
+    arl_figure,
+    curves_figure,
+    heatmap_figure,
+    part_boxes_figure,
+    pointing_figure,
+    rsl_figure,
+)
+from paw_ray.serve.loading import open_run
+from paw_ray.train.checkpoints import load_state
 from paw_ray.train.manifest import RunDirError
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES
 from paw_ray.train.stages.evaluate import pointing_scope
-from paw_ray.data import shards
-from paw_ray.data.stream import decode_batch
-from paw_ray.eval.figures import ROW_LABELS
-from paw_ray.eval.figures import accuracy_figure, pointing_figure
-from paw_ray.eval.figures import heatmap_figure, part_boxes_figure
-from paw_ray.eval.figures import arl_figure, rsl_figure
-from paw_ray.train.checkpoints import load_state
-from paw_ray.eval.figures import curves_figure
-from paw_ray.serve.loading import open_run
 
 __all__ = ["write_report", "REPORT_DIR", "FIG4_ATTRIBUTES"]
 

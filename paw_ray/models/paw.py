@@ -19,10 +19,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from paw_ray.attributes import NUM_ATTRIBUTES
-from paw_ray.models.blocks import (ConvBNReLU, GroupedAttributeHead, GroupedBatchNorm2d, init_weights,
-                                   layout_out_channels, make_layers)
-from paw_ray.models.windows import crop_windows, part_windows
+from paw_ray.models.blocks import (
+    ConvBNReLU,
+    GroupedAttributeHead,
+    GroupedBatchNorm2d,
+    init_weights,
+    layout_out_channels,
+    make_layers,
+)
 from paw_ray.models.students import SNet, _check_kind
+from paw_ray.models.windows import crop_windows, part_windows
 
 __all__ = ["CPU_PARTS_PER_BLOCK", "PartSubnets", "RegionSwitch", "AttributeRelation", "PaWOutput", "PaW", "paw_loss", "rsl_whole_part"]
 

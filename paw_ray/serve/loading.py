@@ -17,12 +17,12 @@ from functools import cached_property
 
 from paw_ray import config as C
 from paw_ray import storage
-from paw_ray.train.manifest import MANIFEST_FILE, Manifest, RunDirError
-from paw_ray.train.stage_table import STAGES
-from paw_ray.train.run import resolve_data
 from paw_ray.models.cascade import Cascade
 from paw_ray.models.paw import PaW
 from paw_ray.train.checkpoints import load_state
+from paw_ray.train.manifest import MANIFEST_FILE, Manifest, RunDirError
+from paw_ray.train.run import resolve_data
+from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.frl import load_frl
 
 __all__ = ["TrainedRun", "open_run", "CONFIG_FILE"]

@@ -4,8 +4,8 @@ is, what it was trained and measured on, how to call it, what it is for and wher
 from __future__ import annotations
 
 from paw_ray.attributes import ATTRIBUTES
-from paw_ray.train.stages.evaluate import RESULT_ROWS, pointing_scope
 from paw_ray.models.summary import count_params
+from paw_ray.train.stages.evaluate import RESULT_ROWS, pointing_scope
 
 __all__ = ["parameter_counts", "model_card"]
 

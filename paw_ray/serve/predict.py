@@ -32,11 +32,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.data import facebox, shards
-from paw_ray.errors import PawRayError
-from paw_ray import storage
 from paw_ray.data.stream import decode_batch
+from paw_ray.errors import PawRayError
 
 __all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "parse_box", "read_boxes_csv",
            "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]

@@ -35,18 +35,16 @@ from typing import Any, Callable
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError
-from paw_ray.models.paw import rsl_whole_part
-from paw_ray.train.manifest import MANIFEST_FILE, Manifest, stage_fingerprints
-from paw_ray.train.stage_table import STAGES
-from paw_ray.train.stages.evaluate import RESULT_ROWS
 from paw_ray.models.frl import FRL
-from paw_ray.models.paw import PaW
+from paw_ray.models.paw import PaW, rsl_whole_part
 from paw_ray.models.students import SNet
-from paw_ray.models.summary import count_params
-from paw_ray.models.summary import PAPER_PARAMS
+from paw_ray.models.summary import PAPER_PARAMS, count_params
 from paw_ray.train.checkpoints import load_state
 from paw_ray.train.cluster import check_placement_fits, ensure_ray
+from paw_ray.train.manifest import MANIFEST_FILE, Manifest, stage_fingerprints
 from paw_ray.train.run import data_identity, resolve_data, train
+from paw_ray.train.stage_table import STAGES
+from paw_ray.train.stages.evaluate import RESULT_ROWS
 
 __all__ = ["Variant", "VARIANTS", "PAPER_DESIGN", "ablate", "adopt_shared_stages", "measure", "summarize",
            "machine", "format_ablations"]

@@ -15,7 +15,6 @@ attempt that ran it, so the resume point is visible.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import os
 import tempfile
@@ -146,9 +145,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     setup_worker(scfg.cpus_per_worker, cfg.seed * 1000 + rank)
     device = ray.train.torch.get_device()
 
-    # the stage's module, as the stage table names it (imported here, on the worker)
-    build_task = importlib.import_module(stage_spec(stage).module).build_task
-    task = build_task(stage, cfg, loop_config["inputs"], device, loop_config["label_prior"])
+    task = stage_spec(stage).code().build_task(stage, cfg, loop_config["inputs"], device, loop_config["label_prior"])
     trainable = [p for p in task.model.parameters() if p.requires_grad]
     channels_last(task.model)
     model = ray.train.torch.prepare_model(task.model) if trainable else task.model.to(device)

@@ -16,20 +16,19 @@ were computed for other data (or another FRL), ``localize`` reruns too, with a l
 from __future__ import annotations
 
 import copy
-import importlib
 import time
 from typing import Callable
 
 from paw_ray import storage
 from paw_ray.config import Config, to_dict
 from paw_ray.data import shards
+from paw_ray.data.stream import image_stream
+from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
 from paw_ray.errors import PawRayError
+from paw_ray.train.cluster import check_placement_fits, ensure_ray
 from paw_ray.train.manifest import Manifest, RunDirError, stage_fingerprint
 from paw_ray.train.stage_table import STAGES, StageRun, stage_inputs
 from paw_ray.train.stage_table import stage as stage_spec
-from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
-from paw_ray.train.cluster import check_placement_fits, ensure_ray
-from paw_ray.data.stream import image_stream
 from paw_ray.train.stages.localize import load_centres
 from paw_ray.train.trainer import run_train_stage
 
@@ -186,8 +185,7 @@ def _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log):
     """Run one stage the way the stage table says it runs."""
     if stage_spec(stage).trains:
         return run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs)
-    module = importlib.import_module(stage_spec(stage).module)
-    return module.run_stage(StageRun(cfg, data_dir, data_label, run_dir, fp, inputs, log))
+    return stage_spec(stage).code().run_stage(StageRun(cfg, data_dir, data_label, run_dir, fp, inputs, log))
 
 
 def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None):

@@ -10,7 +10,9 @@ the stage's own module.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable
 
 from paw_ray.config import Config, semantic_dict
@@ -39,6 +41,10 @@ class Stage:
     def trains(self) -> bool:
         """Whether it is a Ray Train stage."""
         return self.runs_as == RAY_TRAIN
+
+    def code(self) -> ModuleType:
+        """The stage's module (imported on first use, by name: the table sits below the stages)."""
+        return importlib.import_module(self.module)
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,8 @@ from paw_ray import storage
 from paw_ray.errors import PawRayError
 from paw_ray.train.manifest import stage_fingerprint
 from paw_ray.train.resources import how_many_fit
+from paw_ray.train.run import run_ray_train_stage, train
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES, stage_inputs
-from paw_ray.train.run import run_ray_train_stage
-from paw_ray.train.run import train
 
 __all__ = ["run_tune", "default_space", "load_space", "TuneError", "upstream_stages",
            "max_concurrent_trials", "METRIC", "DRIVER_CPUS"]
@@ -281,7 +280,8 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     upstream = upstream_stages(cfg, stage)
     log(f"[tune] stage {stage}: inputs {', '.join(upstream) or 'none'} from {run_dir}")
     made = train(cfg, run_dir, only=set(upstream), log=log)
-    manifest, data_dir, data_label, identity = (made[k] for k in ("manifest", "data_dir", "data_label", "data_identity"))
+    manifest, data_dir, data_label, identity = made["manifest"], made["data_dir"], made["data_label"], \
+        made["data_identity"]
     inputs = {s: manifest.stages[s].artifact for s in upstream}
     input_fps = {s: manifest.stages[s].fingerprint for s in upstream}
 

@@ -20,20 +20,20 @@ import time
 
 import numpy as np
 
+from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
+from paw_ray.config import to_dict
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import image_stream
+from paw_ray.models.paw import PartSubnets, PaW
+from paw_ray.models.students import SNet
+from paw_ray.models.windows import crop_windows, part_windows
+from paw_ray.train.checkpoints import load_state
 from paw_ray.train.resources import given_device
 from paw_ray.train.stage_table import StageRun
-from paw_ray import config as C
-from paw_ray.models.paw import PaW, PartSubnets
-from paw_ray.models.students import SNet
-from paw_ray.train.checkpoints import load_state
 from paw_ray.train.stages.frl import load_frl
-from paw_ray.models.windows import crop_windows, part_windows
-from paw_ray.config import to_dict
 from paw_ray.train.stages.localize import load_centres
 
 __all__ = ["run_stage", "run_evaluate", "RESULT_ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",

@@ -8,7 +8,6 @@ keeps only the localization branch (paper §3.2: the classification branch is re
 
 from __future__ import annotations
 
-
 from paw_ray.models.blocks import init_bias_from_prior
 from paw_ray.models.frl import FRL, frl_loss
 from paw_ray.train.checkpoints import load_state

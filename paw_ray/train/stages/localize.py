@@ -20,17 +20,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from paw_ray import config as C
 from paw_ray import storage
+from paw_ray.config import to_dict
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import CentresTable, image_stream
+from paw_ray.models.windows import grid_centres, part_centres
 from paw_ray.train.resources import given_device
 from paw_ray.train.stage_table import StageRun
-from paw_ray import config as C
 from paw_ray.train.stages.frl import load_frl
-from paw_ray.models.windows import part_centres
-from paw_ray.models.windows import grid_centres
-from paw_ray.config import to_dict
 
 __all__ = ["run_stage", "run_localize", "load_centres", "FRLLocalizer", "CENTRES_FILE"]
 

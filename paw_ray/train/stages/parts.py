@@ -28,23 +28,32 @@ import tempfile
 import time
 from typing import Any
 
-from paw_ray import storage
-from paw_ray.errors import StageFailed, root_message
-from paw_ray.train.resources import given_device, how_many_fit
-from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
-from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
-from paw_ray.train.stage_table import StageRun
 from paw_ray import config as C
+from paw_ray import storage
+from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
+from paw_ray.config import to_dict
 from paw_ray.data import shards
 from paw_ray.data.cache import choose_placement, row_bytes
 from paw_ray.data.feed import EpochFeed
 from paw_ray.data.stream import image_stream
-from paw_ray.models.students import SNet
-from paw_ray.train.task import TrainTask
-from paw_ray.train.loop import (channels_last, describe_placement, make_optimizer, resume_from, run_epoch, setup_worker, training_state, validates)
-from paw_ray.config import to_dict
+from paw_ray.errors import StageFailed, root_message
 from paw_ray.models.paw import PartSubnets
+from paw_ray.models.students import SNet
+from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
+from paw_ray.train.loop import (
+    channels_last,
+    describe_placement,
+    make_optimizer,
+    resume_from,
+    run_epoch,
+    setup_worker,
+    training_state,
+    validates,
+)
+from paw_ray.train.resources import given_device, how_many_fit
+from paw_ray.train.stage_table import StageRun
 from paw_ray.train.stages.localize import load_centres
+from paw_ray.train.task import TrainTask
 
 __all__ = ["run_stage", "run_parts", "part_dir", "train_part"]
 
