@@ -17,9 +17,10 @@ beside it, not counted.
 - ``trainer_busy_share``: over the 96 px stage, the share of rank 0's training-loop time
   spent in the training step rather than waiting for the next batch;
 - ``first_epoch_vs_decode_limit``: the training stream alone (``image_stream`` +
-  ``streaming_split`` + ``model_batch``, as a worker's first epoch reads it) in images/s,
-  against the decode rate of the same bytes on one core (``decode_batch`` in this process,
-  one thread) times the CPUs the stream had.
+  ``streaming_split`` + ``EpochFeed``, as a worker's first epoch reads it, decoded where
+  ``data.decode_in`` says) in images/s, against the decode rate of the same bytes on one core
+  (``decode_batch`` in this process, one thread) times the CPUs the stream had. The stream
+  decoded in Ray Data's tasks is printed beside it.
 
     python benchmarks/bench_stage.py [--quick] [--cpus 2] [--images 1000] [--images-224 400] [--epochs 6]
 """
@@ -40,7 +41,8 @@ from benchlib import machine_note, result_line, start_ray, synth_set
 from paw_ray import config as C
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.stream import decode_batch, image_stream
+from paw_ray.data.feed import EpochFeed
+from paw_ray.data.stream import RowDecoder, decode_batch, image_stream
 from paw_ray.train.loop import epoch_lr, make_optimizer
 from paw_ray.train.manifest import Manifest
 from paw_ray.train.run import train
@@ -112,13 +114,16 @@ def decode_rate_per_core(data_dir: str, image_size: int, batch: int = 256) -> fl
     return n / (time.perf_counter() - t)
 
 
-def stream_first_epoch_rate(data_dir: str, image_size: int, batch: int) -> float:
-    """Images/s of one streamed training epoch as a worker reads it, first batch included."""
-    ds = image_stream(data_dir, "train", image_size, shuffle=True, seed=0)
-    split = ds.streaming_split(1, equal=True)[0]
+def stream_first_epoch_rate(data_dir: str, image_size: int, batch: int, decode_in: str, threads: int) -> float:
+    """Images/s of one streamed training epoch as a worker reads it (``EpochFeed`` over one
+    ``streaming_split``, decoded where ``decode_in`` says, in ``threads`` threads on the
+    consumer), first batch included."""
+    ds = image_stream(data_dir, "train", image_size, shuffle=True, seed=0, decode_in=decode_in)
+    feed = EpochFeed(ds.streaming_split(1, equal=True)[0], batch_size=batch, device="cpu", flip_seed=0,
+                     decoder=RowDecoder(image_size) if decode_in == "consumer" else None, decode_threads=threads)
     n, t = 0, time.perf_counter()
-    for b in split.iter_batches(batch_size=batch, batch_format="numpy", prefetch_batches=2):
-        n += len(model_batch(b, "cpu", flip_seed=0)["image_id"])
+    for b in feed.epoch(0):
+        n += len(b["image_id"])
     return n / (time.perf_counter() - t)
 
 
@@ -141,11 +146,16 @@ def main() -> None:
                                        f"frl.epochs={2 if args.quick else args.epochs}"])
         if size == 96:
             per_core = decode_rate_per_core(data_dir, size)
-            streamed = stream_first_epoch_rate(data_dir, size, cfg.frl.batch_size // cfg.frl.num_workers)
             limit = per_core * args.cpus
             print(f"\n[first_epoch] {n} images at {size}px: decode {per_core:.0f} images/s on one core, "
-                  f"x {args.cpus} CPUs = {limit:.0f}; the stream delivered {streamed:.0f} images/s")
-            print(result_line("first_epoch_vs_decode_limit", streamed / limit, 0.8))
+                  f"x {args.cpus} CPUs = {limit:.0f}")
+            streamed = {}
+            for decode_in in ("tasks", cfg.data.decode_in):  # the other place first, then the configured one
+                streamed[decode_in] = stream_first_epoch_rate(data_dir, size, cfg.frl.batch_size // cfg.frl.num_workers,
+                                                              decode_in, threads=args.cpus)
+                print(f"  decoded in {decode_in}: the stream delivered {streamed[decode_in]:.0f} images/s "
+                      f"({streamed[decode_in] / limit:.2f} of the limit)")
+            print(result_line("first_epoch_vs_decode_limit", streamed[cfg.data.decode_in] / limit, 0.8))
         plain = plain_stage(cfg, data_dir, threads=args.cpus, workers=args.cpus)
         paw = paw_stage(cfg)
         print(f"\n[stage_{size}] frl stage, {cfg.preset} FRL, {cfg.frl.epochs} epochs of "

@@ -48,6 +48,7 @@ __all__ = [
     "semantic_dict",
     "epochs_to_run",
     "RESOURCE",
+    "DECODE_IN",
 ]
 
 RESOURCE = {"resource": True}  # field metadata: placement only, never part of a stage's hash
@@ -55,6 +56,9 @@ RESOURCE = {"resource": True}  # field metadata: placement only, never part of a
 
 class ConfigError(PawRayError, ValueError):
     """A configuration that names an unknown key or holds a value of the wrong type."""
+
+
+DECODE_IN = ("consumer", "tasks")  # where a training stream's images are decoded (``data.decode_in``)
 
 
 def _resource(default: Any) -> Any:
@@ -73,6 +77,9 @@ class DataConfig:
     # per Ray Train worker: keep its decoded shard after the first epoch when it fits (MiB;
     # -1: automatic, from the worker's free GPU or host memory; 0: stream every epoch)
     cache_mb: float = _resource(-1.0)
+    # who decodes a training stream's images: "consumer" (each Train worker or part task, in
+    # its own threads, or nvJPEG on its GPU for JPEG rows) or "tasks" (Ray Data map tasks)
+    decode_in: str = _resource("consumer")
 
 
 @dataclass
@@ -392,6 +399,8 @@ def validate(cfg: Config) -> None:
         problems.append("data.synth_label_noise: must be in [0, 0.5)")
     if cfg.data.op_cpus <= 0:
         problems.append("data.op_cpus: must be > 0")
+    if cfg.data.decode_in not in DECODE_IN:
+        problems.append(f"data.decode_in: {cfg.data.decode_in!r} is not one of {', '.join(DECODE_IN)}")
     for name in ("width", "mnl_hidden", "maps_per_attribute"):
         if getattr(cfg.frl, name) <= 0:
             problems.append(f"frl.{name}: must be > 0")

@@ -36,6 +36,7 @@ def test_set_overrides_parse_types():
     ("frl.lr=0", "frl.lr: must be > 0"),
     ("parts.val_every=0", "parts.val_every: must be >= 1"),
     ("frl.precision=fp16", "frl.precision: .fp16. is not one of fp32, bf16"),
+    ("data.decode_in=gpu", "data.decode_in: .gpu. is not one of consumer, tasks"),
     ("frl", "expected section.key=value"),
 ])
 def test_bad_overrides_name_the_key(item, message):

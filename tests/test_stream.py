@@ -14,8 +14,9 @@ from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD, StreamStats, flip_decisions, model_batch
 from paw_ray.data.cache import choose_placement
-from paw_ray.data.feed import EpochFeed
-from paw_ray.data.stream import CentresTable, decode_batch, decode_image, decode_pil, image_stream, window_corners
+from paw_ray.data.feed import EpochFeed, decoded_in_order
+from paw_ray.data.stream import (CentresTable, RowDecoder, decode_batch, decode_image, decode_jpeg_batch, decode_pil,
+                                 image_stream, window_corners)
 
 N_TRAIN, N_TEST, SIZE = 200, 20, 32
 CORRUPT_ID = "img-0007"
@@ -159,6 +160,81 @@ def test_a_truncated_jpeg_is_a_failed_row_not_an_error():
                                   "part_boxes_gt": [None, None]})
     out = decode_batch(table, image_size=32)
     assert out["ok"].tolist() == [True, False] and out["image"].shape == (2, 3, 32, 32)
+
+
+def test_a_jpeg_batch_decodes_in_one_call_as_row_by_row():
+    """The nvJPEG path's code (here on the CPU: the same ``decode_jpeg`` call on a list):
+    the stored pixels of every row, a row stored larger resized to the training size, and no
+    answer for a batch it cannot take whole (a PNG, a corrupt JPEG)."""
+    jpegs = [_encoded("JPEG", 48)[1] for _ in range(3)]
+    got = decode_jpeg_batch(jpegs, 48, "cpu")
+    assert got.dtype == torch.uint8 and got.shape == (3, 3, 48, 48)
+    for row, data in zip(got, jpegs):
+        np.testing.assert_array_equal(row.numpy(), decode_image(data, 48))
+    ramp = np.broadcast_to(np.linspace(0, 255, 96)[None, :, None], (96, 96, 3)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="JPEG", quality=95)
+    big = decode_jpeg_batch([buf.getvalue()], 48, "cpu")  # stored at twice the size: resized where decoded
+    assert big.shape == (1, 3, 48, 48)
+    assert np.abs(big[0].numpy().astype(int) - decode_pil(buf.getvalue(), 48)).max() <= 4
+    assert decode_jpeg_batch(jpegs + [_encoded("PNG", 48)[1]], 48, "cpu") is None
+    assert decode_jpeg_batch(jpegs + [jpegs[0][:-400]], 48, "cpu") is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG needs a CUDA device")
+def test_nvjpeg_decodes_the_pixels_libjpeg_turbo_decodes():
+    jpegs = [_encoded("JPEG", 48)[1] for _ in range(4)]
+    table = shards.rows_to_table({"image_id": list("abcd"), "split": ["train"] * 4, "image": jpegs,
+                                  "labels": [_labels(0)] * 4, "face_box": [[0, 0, 48, 48]] * 4,
+                                  "part_boxes_gt": [None] * 4})
+    on_gpu = RowDecoder(48)(table, jpeg_device="cuda")["image"]
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.uint8
+    on_cpu = RowDecoder(48)(table)["image"]
+    assert np.abs(on_gpu.cpu().numpy().astype(int) - on_cpu).max() <= 2  # IDCTs may round differently
+
+
+def test_decoded_batches_come_in_the_streams_order():
+    import random
+    import time
+
+    def slow_identity(x):
+        time.sleep(random.uniform(0, 0.01))
+        return x
+
+    assert list(decoded_in_order(range(50), slow_identity, threads=4)) == list(range(50))
+    assert list(decoded_in_order([], slow_identity, threads=2)) == []
+
+
+@pytest.mark.parametrize("part", [None, 7])
+def test_rows_decoded_by_the_consumer_are_the_rows_decoded_in_tasks(ray_local, data_dir, part):
+    """``decode_in="consumer"``: the stream carries encoded rows and the feed decodes them in two
+    threads; epoch by epoch it serves the same rows, pixels, labels, centres and flips as the
+    stream decoded in Ray Data's tasks, counts the undecodable row, and its decoded cache
+    serves the later epochs."""
+    ids = _collect(image_stream(data_dir, "train", SIZE))["image_id"]
+    centres = ray_local.put(CentresTable.from_arrays(ids, np.random.default_rng(1).uniform(0, 1, (len(ids), 40, 2))))
+    decode = dict(image_size=SIZE, centres=centres, **(dict(part=part, part_size=16) if part is not None else {}))
+    tasks = EpochFeed(image_stream(data_dir, "train", shuffle=True, seed=3, **decode), batch_size=64, device="cpu",
+                      flip_seed=3)
+    consumer = EpochFeed(image_stream(data_dir, "train", shuffle=True, seed=3, decode_in="consumer", **decode),
+                         batch_size=64, device="cpu", flip_seed=3, shuffle_seed=3, placement="host",
+                         decoder=RowDecoder(**decode), decode_threads=2)
+    for epoch in range(2):
+        stats = StreamStats()
+        served, truth = _epoch(consumer, epoch, stats), _epoch(tasks, epoch)
+        assert consumer.last_source == ("stream" if epoch == 0 else "cache:host")
+        assert stats.rows == N_TRAIN - 1 and stats.decode_failures == 1 and stats.failed_ids == [CORRUPT_ID]
+        assert sorted(served["image_id"]) == sorted(truth["image_id"])
+        row = {image_id: i for i, image_id in enumerate(truth["image_id"])}
+        j = np.array([row[i] for i in served["image_id"]])
+        for key in ("image", "labels", "flipped") + (("centres",) if part is None else ()):
+            np.testing.assert_array_equal(served[key], truth[key][j], err_msg=key)
+    assert consumer.cache.columns["image"].shape[1:] == ((3, 16, 16) if part is not None else (3, SIZE, SIZE))
+
+
+def test_a_bad_decode_place_is_refused(data_dir):
+    with pytest.raises(ValueError, match="decode_in must be one of"):
+        image_stream(data_dir, "train", SIZE, decode_in="gpu")
 
 
 def test_corrupt_image_is_counted_not_fatal(ray_local, data_dir):

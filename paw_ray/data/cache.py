@@ -100,18 +100,20 @@ class DecodedCache:
         self.columns: dict[str, Any] = {}
 
     def add(self, batch: dict[str, Any]) -> None:
-        """Keep one host batch of the stream (numpy columns, undecodable rows included)."""
+        """Keep one batch of the stream (numpy columns, or an image tensor decoded on the GPU;
+        undecodable rows included)."""
         for key, value in batch.items():
             if key == "flipped":
                 continue
-            value = np.asarray(value)
+            if self.placement == "gpu" and key not in ("image_id", "ok"):
+                value = torch.as_tensor(value).to(self.device)
+            else:
+                value = value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
             if key == "image":
-                self._image_shape = value.shape[1:]
+                self._image_shape = tuple(value.shape[1:])
                 if self.placement == "disk":
                     self._file.write(np.ascontiguousarray(value).tobytes())
                     continue
-            if self.placement == "gpu" and key not in ("image_id", "ok"):
-                value = torch.as_tensor(value).to(self.device)
             self._chunks.setdefault(key, []).append(value)
 
     def finish(self) -> "DecodedCache":

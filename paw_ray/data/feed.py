@@ -6,16 +6,39 @@ resume) streams from Ray Data; when the rows fit the cache budget the feed keeps
 they pass (``DecodedCache``), and every later epoch is served from there: no Ray Data
 execution, no decode. Both paths end in ``model_batch`` on the consumer's device, so the
 same row gets the same flip in the same epoch whichever path served it.
+
+A stream whose rows are still encoded (``image_stream(decode_in="consumer")``) is decoded
+here by its ``RowDecoder``: ``decode_threads`` batches at a time in side threads (the decoders
+release the GIL), in the stream's order, one batch ahead of the step; on a CUDA device a
+batch of JPEG rows is decoded there by nvJPEG.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Iterator
+
+import torch
 
 from paw_ray.data.batches import StreamStats, model_batch, prefetch
 from paw_ray.data.cache import DecodedCache
+from paw_ray.data.stream import RowDecoder
 
-__all__ = ["EpochFeed"]
+__all__ = ["EpochFeed", "decoded_in_order"]
+
+
+def decoded_in_order(tables: Iterable, decode, threads: int) -> Iterator[dict[str, Any]]:
+    """``decode(table)`` for each table, ``threads`` at a time in side threads, yielded in the
+    tables' order; at most ``threads + 1`` decoded batches wait."""
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="paw-decode") as pool:
+        pending: deque = deque()
+        for table in tables:
+            pending.append(pool.submit(decode, table))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 class EpochFeed:
@@ -24,13 +47,15 @@ class EpochFeed:
     ``stream`` is anything with Ray Data's ``iter_batches`` (a ``DataIterator`` from
     ``get_dataset_shard`` or a ``Dataset``). ``placement`` is where the rows are kept after
     the first pass (``choose_placement``; None streams every epoch). ``flip_seed`` turns on
-    the training flips; ``shuffle_seed`` the reordering of cached epochs.
+    the training flips; ``shuffle_seed`` the reordering of cached epochs. ``decoder``: the
+    ``RowDecoder`` of a stream that carries encoded rows (None: the stream decodes).
     """
 
     def __init__(self, stream, *, batch_size: int, device, placement: str | None = None,
                  flip_seed: int | None = None, shuffle_seed: int | None = None, spill_dir: str | None = None,
-                 prefetch_batches: int = 2):
+                 prefetch_batches: int = 2, decoder: RowDecoder | None = None, decode_threads: int = 1):
         self.stream, self.batch_size, self.device = stream, batch_size, device
+        self.decoder, self.decode_threads = decoder, decode_threads
         self.placement, self.spill_dir = placement, spill_dir
         self.flip_seed, self.shuffle_seed, self.prefetch_batches = flip_seed, shuffle_seed, prefetch_batches
         self.cache: DecodedCache | None = None
@@ -42,8 +67,7 @@ class EpochFeed:
             raw = self.cache.batches(self.batch_size, shuffle_seed=self.shuffle_seed, epoch=epoch)
         else:
             self.last_source = "stream"
-            raw = self.stream.iter_batches(batch_size=self.batch_size, batch_format="numpy",
-                                           prefetch_batches=self.prefetch_batches)
+            raw = self._streamed()
             if self.placement is not None:
                 raw = self._keeping(raw)
 
@@ -51,6 +75,16 @@ class EpochFeed:
             return model_batch(batch, self.device, stats, flip_seed=self.flip_seed, epoch=epoch)
 
         yield from prefetch(raw, make, self.device)
+
+    def _streamed(self) -> Iterator[dict[str, Any]]:
+        """One epoch of the stream as decoded host (or, after nvJPEG, device) batches."""
+        if self.decoder is None:
+            return self.stream.iter_batches(batch_size=self.batch_size, batch_format="numpy",
+                                            prefetch_batches=self.prefetch_batches)
+        jpeg_device = self.device if torch.device(self.device).type == "cuda" else None
+        tables = self.stream.iter_batches(batch_size=self.batch_size, batch_format="pyarrow",
+                                          prefetch_batches=self.prefetch_batches)
+        return decoded_in_order(tables, lambda t: self.decoder(t, jpeg_device), self.decode_threads)
 
     def _keeping(self, raw) -> Iterator[dict[str, Any]]:
         """The stream's batches, each also added to a new cache; the cache serves the next

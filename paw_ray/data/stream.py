@@ -12,13 +12,17 @@ One function, ``image_stream``, serves every stage:
 
 Where the work happens, and why:
 
-- ``read_parquet`` + ``map_batches`` run as Ray tasks with a *fractional* CPU
+- ``read_parquet`` (and ``map_batches``) run as Ray tasks with a *fractional* CPU
   (``op_cpus``): the trainers hold the whole CPUs, and a data task that asks for a
   whole one would wait for ever beside them. For the same reason the V1 Parquet
   reader is used (Ray 2.60's V2 reader adds a listing task that takes a whole CPU).
-- Images leave ``map_batches`` as uint8 CHW, unflipped: 4x fewer bytes through the object
-  store than float32, and the same rows a consumer's decoded cache keeps. Flips and
-  normalisation happen on the consumer's device (``batches.model_batch``).
+- Who decodes is ``decode_in``. ``"tasks"``: ``map_batches`` decodes in Ray Data tasks, and
+  images leave them as uint8 CHW. ``"consumer"``: the stream carries the rows still encoded
+  (a PNG or JPEG is several times smaller than its pixels) and the consumer applies the same
+  ``RowDecoder`` in its own threads, or on its GPU with nvJPEG for JPEG rows: no decoded
+  block goes through the object store. Either way the rows are the same uint8 CHW images,
+  unflipped, the rows a consumer's decoded cache keeps; flips and normalisation happen on
+  the consumer's device (``batches.model_batch``).
 - A training stream visits its blocks in a new order each execution (epoch).
 - A row whose image does not decode is kept with ``ok = False`` and a blank image;
   the consumer drops it and counts it in ``StreamStats``, which the trainers
@@ -29,17 +33,19 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from paw_ray.attributes import NUM_ATTRIBUTES
+from paw_ray.config import DECODE_IN
 from paw_ray.data import shards
 from paw_ray.errors import PawRayError
 
-__all__ = ["CentresTable", "image_stream", "decode_batch", "decode_image", "decode_pil", "decode_torchvision",
-           "window_corners"]
+__all__ = ["CentresTable", "RowDecoder", "image_stream", "decode_batch", "decode_image", "decode_pil",
+           "decode_torchvision", "decode_jpeg_batch", "window_corners"]
 
 
 @dataclass
@@ -131,24 +137,32 @@ def decode_batch(
     centres: CentresTable | None = None,
     part: int | None = None,
     part_size: int | None = None,
+    jpeg_device=None,
 ) -> dict[str, np.ndarray]:
     """Decode and resize, and for a part stream cut one window.
 
     Returns numpy columns: ``image_id``, ``image`` (uint8 N x 3 x H x W), ``labels``
     (int8 N x 40), ``ok`` and, where present, ``part_boxes_gt`` (float32 N x 40 x 4) and
-    ``centres`` (float32 N x 40 x 2, whole-image streams).
+    ``centres`` (float32 N x 40 x 2, whole-image streams). With ``jpeg_device`` (a CUDA
+    device: nvJPEG) a whole-image batch of JPEG rows is decoded there in one call, and
+    ``image`` is a uint8 tensor on that device.
     """
     n = batch.num_rows
     ids = np.asarray(batch.column("image_id").to_pylist(), dtype=object)
     labels = pc.list_flatten(batch.column("labels")).to_numpy(zero_copy_only=False)
     labels = labels.astype(np.int8).reshape(n, NUM_ATTRIBUTES)
-    images = np.zeros((n, 3, image_size, image_size), dtype=np.uint8)
+    encoded = batch.column("image").to_pylist()
+    images = None
+    if jpeg_device is not None and part is None:
+        images = decode_jpeg_batch(encoded, image_size, jpeg_device)
     ok = np.ones(n, dtype=bool)
-    for i, data in enumerate(batch.column("image").to_pylist()):
-        try:
-            images[i] = decode_image(data, image_size)
-        except Exception:  # noqa: BLE001 - any undecodable bytes: counted downstream
-            ok[i] = False
+    if images is None:
+        images = np.zeros((n, 3, image_size, image_size), dtype=np.uint8)
+        for i, data in enumerate(encoded):
+            try:
+                images[i] = decode_image(data, image_size)
+            except Exception:  # noqa: BLE001 - any undecodable bytes: counted downstream
+                ok[i] = False
 
     out: dict[str, np.ndarray] = {"image_id": ids, "labels": labels, "ok": ok}
     if "part_boxes_gt" in batch.column_names and batch.column("part_boxes_gt").null_count == 0:
@@ -165,8 +179,73 @@ def decode_batch(
             cols = corners[:, 0][:, None] + np.arange(part_size)[None, :]
             images = images[np.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]].transpose(0, 3, 1, 2)
 
-    out["image"] = np.ascontiguousarray(images)
+    out["image"] = np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images
     return out
+
+
+def decode_jpeg_batch(encoded: list[bytes], image_size: int, device):
+    """A batch of JPEG rows decoded in one ``torchvision.io.decode_jpeg`` call on ``device``
+    (nvJPEG on a CUDA device) -> uint8 (N, 3, S, S) there, resized on the device where a row is
+    not stored at ``image_size``. None when a row is not a JPEG or does not decode: the
+    caller then decodes the batch row by row on the CPU, which marks the bad rows."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not encoded or not all(data[:2] == b"\xff\xd8" for data in encoded):
+        return None
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in encoded]
+    try:
+        images = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:  # a corrupt row fails the whole call
+        return None
+    out = torch.empty((len(images), 3, image_size, image_size), dtype=torch.uint8, device=images[0].device)
+    for i, im in enumerate(images):
+        if im.shape[-2:] != (image_size, image_size):
+            im = F.interpolate(im[None].float(), size=(image_size, image_size), mode="bilinear",
+                               antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        out[i] = im
+    return out
+
+
+@dataclass
+class RowDecoder:
+    """Encoded shard rows (a pyarrow batch) -> a stream's decoded columns (``decode_batch``),
+    the same wherever it runs: in Ray Data's map tasks or on the consumer (``decode_in``).
+
+    ``centres`` is a ``CentresTable`` or an ObjectRef to one (read once per process)."""
+
+    image_size: int
+    centres: Any = None
+    part: int | None = None
+    part_size: int | None = None
+
+    def __post_init__(self):
+        if self.part is not None:
+            if self.centres is None or self.part_size is None:
+                raise ValueError("a part stream needs centres and part_size")
+            if not 0 <= self.part < NUM_ATTRIBUTES:
+                raise ValueError(f"part must be in [0, {NUM_ATTRIBUTES}), got {self.part}")
+        if self.centres is not None and not isinstance(self.centres, CentresTable):
+            import ray
+
+            if not isinstance(self.centres, ray.ObjectRef):
+                raise TypeError("centres must be a CentresTable or an ObjectRef to one")
+        self._table: CentresTable | None = self.centres if isinstance(self.centres, CentresTable) else None
+
+    def __call__(self, batch: pa.Table, jpeg_device=None) -> dict[str, Any]:
+        if self.centres is not None and self._table is None:
+            import ray
+
+            self._table = ray.get(self.centres)
+        return decode_batch(batch, image_size=self.image_size, centres=self._table, part=self.part,
+                            part_size=self.part_size, jpeg_device=jpeg_device)
+
+    def __getstate__(self):  # the table read from an ObjectRef is not shipped with the decoder
+        state = dict(self.__dict__)
+        if not isinstance(self.centres, CentresTable):
+            state["_table"] = None
+        return state
 
 
 def image_stream(
@@ -181,29 +260,26 @@ def image_stream(
     part: int | None = None,
     part_size: int | None = None,
     cue_boxes: bool = False,
+    decode_in: str = "tasks",
 ):
-    """A streaming ``ray.data.Dataset`` of one split, for ``iter_batches(batch_format="numpy")``.
+    """A streaming ``ray.data.Dataset`` of one split, for ``iter_batches``.
 
     ``shuffle``: visit the blocks in a new order each execution, drawn from ``seed``
     (training). ``centres`` (a ``CentresTable`` or an ObjectRef to one) adds part centres;
     with ``part`` = j the stream carries only attribute j's ``part_size`` window instead of
     the whole image. ``cue_boxes`` adds the ground-truth cue boxes where the data has them
-    (evaluation of localization).
+    (evaluation of localization). ``decode_in="consumer"`` leaves the rows encoded: the
+    consumer applies ``RowDecoder(image_size, centres=..., part=..., part_size=...)`` itself.
     """
-    import ray
     import ray.data
 
+    decoder = RowDecoder(image_size, centres=centres, part=part, part_size=part_size)  # checks the arguments
+    if decode_in not in DECODE_IN:
+        raise ValueError(f"decode_in must be one of {DECODE_IN}, got {decode_in!r}")
     info = shards.read_info(data_dir)
     files = shards.shard_files(data_dir, info, split)
     if not files:
         raise shards.ShardError(f"{data_dir}: no shards for split {split!r}")
-    if part is not None:
-        if centres is None or part_size is None:
-            raise ValueError("a part stream needs centres and part_size")
-        if not 0 <= part < NUM_ATTRIBUTES:
-            raise ValueError(f"part must be in [0, {NUM_ATTRIBUTES}), got {part}")
-    if centres is not None and not isinstance(centres, (CentresTable, ray.ObjectRef)):
-        raise TypeError("centres must be a CentresTable or an ObjectRef to one")
 
     ray.data.DataContext.get_current().use_datasource_v2 = False
     columns = ["image_id", "image", "labels"]
@@ -212,19 +288,6 @@ def image_stream(
     ds = ray.data.read_parquet(files, columns=columns, num_cpus=op_cpus)
     if shuffle:
         ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
-    return ds.map_batches(
-        _decode_fn,
-        fn_kwargs=dict(image_size=image_size, centres=centres, part=part, part_size=part_size),
-        batch_format="pyarrow",
-        batch_size=256,
-        num_cpus=op_cpus,
-    )
-
-
-def _decode_fn(batch: pa.Table, *, centres=None, **kwargs) -> dict[str, np.ndarray]:
-    """``decode_batch`` in a Ray Data task; an ObjectRef centres table is read zero-copy."""
-    import ray
-
-    if isinstance(centres, ray.ObjectRef):
-        centres = ray.get(centres)
-    return decode_batch(batch, centres=centres, **kwargs)
+    if decode_in == "consumer":
+        return ds
+    return ds.map_batches(decoder, batch_format="pyarrow", batch_size=256, num_cpus=op_cpus)

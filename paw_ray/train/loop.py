@@ -175,10 +175,11 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     if rank == 0:
         print(f"[{stage}] {describe_placement(placement, nbytes, cfg.data.cache_mb, epochs_left)} per worker",
               flush=True)
+    decode = dict(decoder=loop_config["decoder"], decode_threads=max(1, round(scfg.cpus_per_worker)))
     feeds = (EpochFeed(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
-                       placement=placement, flip_seed=cfg.seed, shuffle_seed=cfg.seed),
+                       placement=placement, flip_seed=cfg.seed, shuffle_seed=cfg.seed, **decode),
              EpochFeed(ray.train.get_dataset_shard("val"), batch_size=per_worker_batch, device=device,
-                       placement=placement))
+                       placement=placement, **decode))
 
     for epoch in range(start_epoch, max(epochs, 1)):
         last = epoch == max(epochs, 1) - 1

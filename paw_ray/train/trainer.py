@@ -14,6 +14,7 @@ from typing import Any
 
 from paw_ray import storage
 from paw_ray.config import Config, StageConfig, to_dict
+from paw_ray.data.stream import RowDecoder
 from paw_ray.errors import StageFailed, root_message
 from paw_ray.train.checkpoints import load_state, save_state
 from paw_ray.train.loop import STATE_FILE, train_worker_loop
@@ -29,9 +30,11 @@ def ray_train_storage(run_dir: str) -> str:
 
 def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
                     inputs: dict[str, str], datasets: dict[str, Any], label_prior: list[float],
-                    rows: dict[str, int], callbacks: list | None = None) -> tuple[str, dict[str, Any]]:
+                    rows: dict[str, int], decoder: RowDecoder | None = None,
+                    callbacks: list | None = None) -> tuple[str, dict[str, Any]]:
     """Fit ``stage`` with a TorchTrainer; save its artifact to ``<run>/stages/<stage>/model.pt``.
     ``rows``: each split's row count (the workers size their decoded caches from it).
+    ``decoder``: the ``RowDecoder`` the workers apply to streams that carry encoded rows.
 
     Returns the artifact's location and the final metrics (with the per-epoch history).
     """
@@ -42,7 +45,8 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
     trainer = TorchTrainer(
         train_worker_loop,
         train_loop_config={"stage": stage, "cfg": to_dict(cfg), "inputs": inputs,
-                           "label_prior": [float(p) for p in label_prior], "rows": dict(rows)},
+                           "label_prior": [float(p) for p in label_prior], "rows": dict(rows),
+                           "decoder": decoder},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
             resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},

@@ -35,7 +35,7 @@ from paw_ray.config import to_dict
 from paw_ray.data import shards
 from paw_ray.data.cache import choose_placement, row_bytes
 from paw_ray.data.feed import EpochFeed
-from paw_ray.data.stream import image_stream
+from paw_ray.data.stream import RowDecoder, image_stream
 from paw_ray.errors import StageFailed, root_message
 from paw_ray.models.paw import PartSubnets
 from paw_ray.models.students import SNet
@@ -111,8 +111,10 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
         return F.binary_cross_entropy_with_logits(out.logits, batch["labels"]), out.logits
 
     task = TrainTask(model=model, loss=loss)
-    common = dict(image_size=cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres_ref,
-                  part=part, part_size=cfg.data.part_size)
+    decode = dict(image_size=cfg.data.image_size, centres=centres_ref, part=part, part_size=cfg.data.part_size)
+    common = dict(op_cpus=cfg.data.op_cpus, decode_in=cfg.data.decode_in, **decode)
+    consumer = dict(decoder=RowDecoder(**decode) if cfg.data.decode_in == "consumer" else None,
+                    decode_threads=max(1, round(pc.num_cpus)), spill_dir=tempfile.gettempdir())
     seed = cfg.seed * 100 + part
     epochs = C.epochs_to_run(cfg, pc.epochs)
     rows = shards.read_info(data_dir).num_rows
@@ -122,10 +124,9 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                                  consumers_on_node=max(1, math.floor((os.cpu_count() or 1) / max(pc.num_cpus, 1e-3)))) \
         if epochs_left > 1 else None
     feeds = (EpochFeed(image_stream(data_dir, "train", shuffle=True, seed=seed, **common), batch_size=pc.batch_size,
-                       device=device, placement=placement, flip_seed=seed, shuffle_seed=seed,
-                       spill_dir=tempfile.gettempdir()),
+                       device=device, placement=placement, flip_seed=seed, shuffle_seed=seed, **consumer),
              EpochFeed(image_stream(data_dir, "val", **common), batch_size=pc.batch_size, device=device,
-                       placement=placement, spill_dir=tempfile.gettempdir()))
+                       placement=placement, **consumer))
     t0 = time.time()
     for epoch in range(start_epoch, max(epochs, 1)):
         checkpointed = validates(epoch, epochs, pc.val_every)
