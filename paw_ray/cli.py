@@ -166,7 +166,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from paw_ray.attributes import attribute_index
-    from paw_ray.serve.loading import open_run
+    from paw_ray.train.trained_run import open_run
     from paw_ray.serve.predict import Predictor, parse_box, read_boxes_csv, write_csv, write_explanation, write_jsonl
 
     box = parse_box(args.box) if args.box else None

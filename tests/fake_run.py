@@ -9,7 +9,7 @@ from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.models.frl import FRL
 from paw_ray.models.paw import PaW
-from paw_ray.serve.loading import CONFIG_FILE
+from paw_ray.train.run import CONFIG_FILE
 from paw_ray.train.checkpoints import save_state
 from paw_ray.train.manifest import Manifest
 

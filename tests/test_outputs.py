@@ -18,7 +18,7 @@ from paw_ray import cli
 from paw_ray import config as C
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.data import shards
-from paw_ray.serve.loading import open_run
+from paw_ray.train.trained_run import open_run
 from paw_ray.config import semantic_dict
 
 pytestmark = pytest.mark.slow

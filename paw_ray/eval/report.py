@@ -33,7 +33,7 @@ from paw_ray.eval.figures import (
     pointing_figure,
     rsl_figure,
 )
-from paw_ray.serve.loading import open_run
+from paw_ray.train.trained_run import open_run
 from paw_ray.train.checkpoints import load_state
 from paw_ray.train.manifest import RunDirError
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES

@@ -28,7 +28,7 @@ from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.stream import image_stream
 from paw_ray.errors import PawRayError
-from paw_ray.serve.loading import open_run
+from paw_ray.train.trained_run import open_run
 from paw_ray.train.resources import given_device, how_many_fit
 
 __all__ = ["CascadePredictor", "predict_shards", "prediction_schema"]

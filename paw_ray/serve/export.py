@@ -35,7 +35,7 @@ from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.errors import PawRayError
 from paw_ray.eval.report import sample_faces
-from paw_ray.serve.loading import open_run
+from paw_ray.train.trained_run import open_run
 from paw_ray.serve.model_card import model_card, parameter_counts
 
 __all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "run_exported", "deployable_cascade",

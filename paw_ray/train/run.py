@@ -32,7 +32,9 @@ from paw_ray.train.stage_table import stage as stage_spec
 from paw_ray.train.stages.localize import load_centres
 from paw_ray.train.trainer import run_train_stage
 
-__all__ = ["train", "resolve_data", "data_identity", "parse_stages", "run_ray_train_stage"]
+__all__ = ["train", "resolve_data", "data_identity", "parse_stages", "run_ray_train_stage", "CONFIG_FILE"]
+
+CONFIG_FILE = "config.json"  # <run>/config.json: the full config of the last train() call
 
 
 def parse_stages(stages: str | None, from_stage: str | None) -> list[str] | None:
@@ -114,7 +116,7 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
     manifest.preset, manifest.data = cfg.preset, data_label
     manifest.save()
     # the full config of this call (stage records hold only their own sections): for report/predict/export
-    storage.write_json_atomic(storage.join(run_dir, "config.json"), to_dict(cfg))
+    storage.write_json_atomic(storage.join(run_dir, CONFIG_FILE), to_dict(cfg))
     forced = set(stages) if stages is not None else None
 
     t_start = time.time()

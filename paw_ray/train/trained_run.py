@@ -21,13 +21,11 @@ from paw_ray.models.cascade import Cascade
 from paw_ray.models.paw import PaW
 from paw_ray.train.checkpoints import load_state
 from paw_ray.train.manifest import MANIFEST_FILE, Manifest, RunDirError
-from paw_ray.train.run import resolve_data
+from paw_ray.train.run import CONFIG_FILE, resolve_data
 from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.frl import load_frl
 
-__all__ = ["TrainedRun", "open_run", "CONFIG_FILE"]
-
-CONFIG_FILE = "config.json"
+__all__ = ["TrainedRun", "open_run"]
 
 
 @dataclass
