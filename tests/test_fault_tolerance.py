@@ -91,11 +91,16 @@ def test_killed_train_worker_resumes_from_the_last_checkpoint(data_dir, tmp_path
     job = Background(lambda: train(cfg, run_dir, stages=["frl"], log=lambda m: None))
 
     def first_checkpoint():
-        # the controller's snapshot lists a checkpoint only once it is fully stored
+        # the controller's snapshot lists a checkpoint only once it is fully stored; Ray
+        # rewrites the file in place, so a poll can find it empty or half written: not yet
         for name in storage.listdir(ray_train_storage(run_dir)):
             snap = os.path.join(ray_train_storage(run_dir), name, "checkpoint_manager_snapshot.json")
-            if os.path.exists(snap) and json.load(open(snap))["checkpoint_results"]:
-                return True
+            try:
+                with open(snap) as f:
+                    if json.load(f)["checkpoint_results"]:
+                        return True
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
         return job.error or not job.is_alive()
 
     wait_for("checkpoint", first_checkpoint, timeout=600)
