@@ -150,7 +150,7 @@ def main() -> None:
             print(f"\n[first_epoch] {n} images at {size}px: decode {per_core:.0f} images/s on one core, "
                   f"x {args.cpus} CPUs = {limit:.0f}")
             streamed = {}
-            for decode_in in ("tasks", cfg.data.decode_in):  # the other place first, then the configured one
+            for decode_in in ("tasks", "consumer"):
                 streamed[decode_in] = stream_first_epoch_rate(data_dir, size, cfg.frl.batch_size // cfg.frl.num_workers,
                                                               decode_in, threads=args.cpus)
                 print(f"  decoded in {decode_in}: the stream delivered {streamed[decode_in]:.0f} images/s "

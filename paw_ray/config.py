@@ -77,9 +77,9 @@ class DataConfig:
     # per Ray Train worker: keep its decoded shard after the first epoch when it fits (MiB;
     # -1: automatic, from the worker's free GPU or host memory; 0: stream every epoch)
     cache_mb: float = _resource(-1.0)
-    # who decodes a training stream's images: "consumer" (each Train worker or part task, in
-    # its own threads, or nvJPEG on its GPU for JPEG rows) or "tasks" (Ray Data map tasks)
-    decode_in: str = _resource("consumer")
+    # who decodes a training stream's images: "tasks" (Ray Data map tasks) or "consumer" (each
+    # Train worker or part task, in its own threads, or nvJPEG on its GPU for JPEG rows)
+    decode_in: str = _resource("tasks")
 
 
 @dataclass
