@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from paw_ray.train.resources import how_many_fit
+from paw_ray.train.resources import how_many_fit, threads_for
 
 
 @pytest.mark.parametrize("resources, cpus, gpus, expected", [
@@ -29,3 +29,8 @@ def test_given_device_is_the_cpu_without_a_gpu_asked_for_or_visible():
 
     assert given_device(0.0) == torch.device("cpu")
     assert given_device(0.5).type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("cpus, threads", [(0.25, 1), (0.75, 1), (1.0, 1), (2.0, 2), (3.6, 4)])
+def test_a_process_runs_one_thread_per_cpu_it_holds_and_at_least_one(cpus, threads):
+    assert threads_for(cpus) == threads

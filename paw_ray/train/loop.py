@@ -29,6 +29,7 @@ from paw_ray.data.batches import StreamStats
 from paw_ray.data.cache import choose_placement, row_bytes
 from paw_ray.data.feed import EpochFeed
 from paw_ray.train.checkpoints import load_state, save_state
+from paw_ray.train.resources import threads_for
 from paw_ray.train.stage_table import stage as stage_spec
 from paw_ray.train.task import TrainTask
 
@@ -87,7 +88,7 @@ def describe_placement(placement: str | None, nbytes: int, budget_mb: float, epo
 def setup_worker(cpus: float, seed: int) -> None:
     """A training process's torch: one intra-op thread per CPU it holds (at least one), and
     its own seed."""
-    torch.set_num_threads(max(1, int(round(cpus))))
+    torch.set_num_threads(threads_for(cpus))
     torch.manual_seed(seed)
 
 
@@ -175,7 +176,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     if rank == 0:
         print(f"[{stage}] {describe_placement(placement, nbytes, cfg.data.cache_mb, epochs_left)} per worker",
               flush=True)
-    decode = dict(decoder=loop_config["decoder"], decode_threads=max(1, round(scfg.cpus_per_worker)))
+    decode = dict(decoder=loop_config["decoder"], decode_threads=threads_for(scfg.cpus_per_worker))
     feeds = (EpochFeed(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
                        placement=placement, flip_seed=cfg.seed, shuffle_seed=cfg.seed, **decode),
              EpochFeed(ray.train.get_dataset_shard("val"), batch_size=per_worker_batch, device=device,

@@ -7,7 +7,13 @@ import math
 
 import torch
 
-__all__ = ["how_many_fit", "given_device"]
+__all__ = ["how_many_fit", "given_device", "threads_for"]
+
+
+def threads_for(cpus: float) -> int:
+    """The threads a process that holds ``cpus`` Ray CPUs runs (torch's, or its decoders):
+    one per CPU, at least one."""
+    return max(1, int(round(cpus)))
 
 
 def given_device(gpus: float = 1.0) -> torch.device:

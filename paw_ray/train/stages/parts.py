@@ -50,7 +50,7 @@ from paw_ray.train.loop import (
     training_state,
     validates,
 )
-from paw_ray.train.resources import given_device, how_many_fit
+from paw_ray.train.resources import given_device, how_many_fit, threads_for
 from paw_ray.train.stage_table import StageRun
 from paw_ray.train.stages.localize import load_centres
 from paw_ray.train.task import TrainTask
@@ -114,7 +114,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     decode = dict(image_size=cfg.data.image_size, centres=centres_ref, part=part, part_size=cfg.data.part_size)
     common = dict(op_cpus=cfg.data.op_cpus, decode_in=cfg.data.decode_in, **decode)
     consumer = dict(decoder=RowDecoder(**decode) if cfg.data.decode_in == "consumer" else None,
-                    decode_threads=max(1, round(pc.num_cpus)), spill_dir=tempfile.gettempdir())
+                    decode_threads=threads_for(pc.num_cpus), spill_dir=tempfile.gettempdir())
     seed = cfg.seed * 100 + part
     epochs = C.epochs_to_run(cfg, pc.epochs)
     rows = shards.read_info(data_dir).num_rows
