@@ -69,10 +69,12 @@ def start_ray(num_cpus: int) -> None:
     """
     import ray
 
+    from paw_ray.train.cluster import LOCAL_SYSTEM_CONFIG
+
     os.environ["RAY_worker_niceness"] = "0"
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
+                 configure_logging=False, log_to_driver=False, _system_config=LOCAL_SYSTEM_CONFIG)
 
 
 def synth_set(size: int, n: int, shards_per_split: int = 8) -> str:

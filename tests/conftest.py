@@ -14,11 +14,14 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 def start_local_ray():
     """A fresh single-node Ray on this machine (address="local": never joins a cluster that
-    another test or user started with ``ray start``); the dashboard serves Ray's state API."""
+    another test or user started with ``ray start``), set up as ``ensure_ray`` sets up the
+    one ``paw-ray train`` starts; the dashboard serves Ray's state API."""
     import ray
 
+    from paw_ray.train.cluster import LOCAL_SYSTEM_CONFIG
+
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-             configure_logging=False, log_to_driver=False)
+             configure_logging=False, log_to_driver=False, _system_config=LOCAL_SYSTEM_CONFIG)
     return ray
 
 

@@ -26,6 +26,8 @@ import uuid
 
 import processes
 
+from paw_ray.train.cluster import LOCAL_SYSTEM_CONFIG
+
 MARKER = "PAW_RAY_TEST_CLUSTER"
 
 
@@ -58,6 +60,7 @@ class LocalCluster:
             "RAY_TRAIN_V2_ENABLED": "1",
             # a busy 2-core machine: the default 30 s for a raylet to register is not always enough
             "RAY_raylet_start_wait_time_s": "120",
+            **{f"RAY_{key}": str(value) for key, value in LOCAL_SYSTEM_CONFIG.items()},
         })
         for key in ("RAY_ADDRESS", "PYTEST_CURRENT_TEST"):
             self.env.pop(key, None)

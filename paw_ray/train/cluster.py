@@ -8,7 +8,13 @@ from paw_ray.config import Config, RayConfig
 from paw_ray.errors import PawRayError
 from paw_ray.train.stage_table import TRAIN_STAGES
 
-__all__ = ["ensure_ray", "check_placement_fits"]
+__all__ = ["ensure_ray", "check_placement_fits", "LOCAL_SYSTEM_CONFIG"]
+
+# Ray keeps as many idle worker processes as the node has CPUs and kills the rest after 1 s
+# idle. Ray Data's short tasks and the part tasks (less than a CPU each) run in more
+# processes than that at once, so on a small machine each wave of tasks started new workers
+# that imported torch again. A minute's grace lets the next wave reuse them.
+LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
 def ensure_ray(rcfg: RayConfig) -> bool:
@@ -29,7 +35,8 @@ def ensure_ray(rcfg: RayConfig) -> bool:
         # polls to free the worker group of a controller that died (e.g. a Tune trial
         # stopped early): without it those CPUs stay reserved and later trials wait forever.
         # Bound to 127.0.0.1; another free port is taken if the default one is in use.
-        kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True, "dashboard_host": "127.0.0.1"}
+        kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True,
+                  "dashboard_host": "127.0.0.1", "_system_config": LOCAL_SYSTEM_CONFIG}
     ray.init(address=address, **kwargs)
     return address == "local"
 
