@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from benchlib import machine_note, result_line, start_ray, synth_set
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.stream import decode_batch, image_stream
+from paw_ray.data.stream import RowDecoder, decode_batch, image_stream
 
 
 class ShardBatches(IterableDataset):
@@ -77,7 +77,7 @@ def bench_size(name: str, data_dir: str, image_size: int, workers: int, batch: i
     """Images/s of both sides at one image size; prints the RESULT line, returns the ratio."""
     info = shards.read_info(data_dir)
     files = shards.shard_files(data_dir, info, "train")
-    ds = image_stream(data_dir, "train", image_size, shuffle=True, seed=0)
+    ds = image_stream(data_dir, "train", RowDecoder(image_size), shuffle=True, seed=0)
     split = ds.streaming_split(1, equal=True)[0]
     dataset = ShardBatches(files, image_size, batch)
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True,

@@ -118,9 +118,10 @@ def stream_first_epoch_rate(data_dir: str, image_size: int, batch: int, decode_i
     """Images/s of one streamed training epoch as a worker reads it (``EpochFeed`` over one
     ``streaming_split``, decoded where ``decode_in`` says, in ``threads`` threads on the
     consumer), first batch included."""
-    ds = image_stream(data_dir, "train", image_size, shuffle=True, seed=0, decode_in=decode_in)
+    decoder = RowDecoder(image_size)
+    ds = image_stream(data_dir, "train", decoder, shuffle=True, seed=0, decode_in=decode_in)
     feed = EpochFeed(ds.streaming_split(1, equal=True)[0], batch_size=batch, device="cpu", flip_seed=0,
-                     decoder=RowDecoder(image_size) if decode_in == "consumer" else None, decode_threads=threads)
+                     decoder=decoder if decode_in == "consumer" else None, decode_threads=threads)
     n, t = 0, time.perf_counter()
     for b in feed.epoch(0):
         n += len(b["image_id"])

@@ -36,7 +36,7 @@ def test_set_overrides_parse_types():
     ("frl.lr=0", "frl.lr: must be > 0"),
     ("parts.val_every=0", "parts.val_every: must be >= 1"),
     ("frl.precision=fp16", "frl.precision: .fp16. is not one of fp32, bf16"),
-    ("data.decode_in=gpu", "data.decode_in: .gpu. is not one of consumer, tasks"),
+    ("data.decode_in=gpu", "data.decode_in: .gpu. is not one of auto, consumer, tasks"),
     ("frl", "expected section.key=value"),
 ])
 def test_bad_overrides_name_the_key(item, message):
@@ -69,3 +69,14 @@ def test_yaml_round_trip_and_errors(tmp_path):
 def test_unknown_preset():
     with pytest.raises(C.ConfigError, match="unknown preset 'huge'"):
         C.preset("huge")
+
+
+def test_decode_in_auto_decodes_on_train_workers_and_in_data_tasks_for_part_tasks():
+    assert C.Config().data.decode_in == "auto"
+    assert C.decode_place("auto", part_task=False) == "consumer"
+    assert C.decode_place("auto", part_task=True) == "tasks"
+
+
+@pytest.mark.parametrize("place", C.DECODE_PLACES)
+def test_decode_in_named_explicitly_holds_for_every_consumer(place):
+    assert C.decode_place(place, part_task=False) == C.decode_place(place, part_task=True) == place

@@ -88,7 +88,7 @@ def _epoch(feed, epoch, stats=None) -> dict[str, np.ndarray]:
 
 
 def test_shapes_dtypes_and_label_alignment(ray_local, data_dir):
-    got = _collect(image_stream(data_dir, "test", 24, cue_boxes=True))
+    got = _collect(image_stream(data_dir, "test", RowDecoder(24), cue_boxes=True))
     n = len(got["image_id"])
     assert n == N_TEST
     assert got["image"].shape == (n, 3, 24, 24) and got["image"].dtype == np.uint8
@@ -97,13 +97,14 @@ def test_shapes_dtypes_and_label_alignment(ray_local, data_dir):
     np.testing.assert_allclose(got["part_boxes_gt"][:, 0], [[0.0, 0.1, 0.25, 0.3]] * n)
     for image_id, labels in zip(got["image_id"], got["labels"]):
         assert labels.tolist() == _labels(int(image_id.split("-")[1]))
-    assert "part_boxes_gt" not in _collect(image_stream(data_dir, "test", 24)), "cue boxes only when asked for"
+    assert "part_boxes_gt" not in _collect(image_stream(data_dir, "test", RowDecoder(24))), "cue boxes only when asked for"
 
 
 def test_training_feed_flips_half_the_rows_and_mirrors_their_centres(ray_local, data_dir):
-    ids = _collect(image_stream(data_dir, "train", SIZE))["image_id"]
+    ids = _collect(image_stream(data_dir, "train", RowDecoder(SIZE)))["image_id"]
     centres = CentresTable.from_arrays(ids, np.random.default_rng(2).uniform(0, 1, (len(ids), 40, 2)))
-    feed = EpochFeed(image_stream(data_dir, "train", SIZE, shuffle=True, seed=3, centres=centres), batch_size=64,
+    feed = EpochFeed(image_stream(data_dir, "train", RowDecoder(SIZE, centres=centres), shuffle=True, seed=3),
+                     batch_size=64,
                      device="cpu", flip_seed=3)
     got = _epoch(feed, 0)
     flipped = got["flipped"]
@@ -121,7 +122,7 @@ def test_training_feed_flips_half_the_rows_and_mirrors_their_centres(ray_local, 
 
 def test_flips_change_between_epochs_but_not_between_runs(ray_local, data_dir):
     def feed():
-        return EpochFeed(image_stream(data_dir, "train", SIZE, shuffle=True, seed=5), batch_size=64, device="cpu",
+        return EpochFeed(image_stream(data_dir, "train", RowDecoder(SIZE), shuffle=True, seed=5), batch_size=64, device="cpu",
                          flip_seed=5)
 
     first = feed()
@@ -211,14 +212,14 @@ def test_rows_decoded_by_the_consumer_are_the_rows_decoded_in_tasks(ray_local, d
     threads; epoch by epoch it serves the same rows, pixels, labels, centres and flips as the
     stream decoded in Ray Data's tasks, counts the undecodable row, and its decoded cache
     serves the later epochs."""
-    ids = _collect(image_stream(data_dir, "train", SIZE))["image_id"]
+    ids = _collect(image_stream(data_dir, "train", RowDecoder(SIZE)))["image_id"]
     centres = ray_local.put(CentresTable.from_arrays(ids, np.random.default_rng(1).uniform(0, 1, (len(ids), 40, 2))))
-    decode = dict(image_size=SIZE, centres=centres, **(dict(part=part, part_size=16) if part is not None else {}))
-    tasks = EpochFeed(image_stream(data_dir, "train", shuffle=True, seed=3, **decode), batch_size=64, device="cpu",
+    decoder = RowDecoder(SIZE, centres=centres, **(dict(part=part, part_size=16) if part is not None else {}))
+    tasks = EpochFeed(image_stream(data_dir, "train", decoder, shuffle=True, seed=3), batch_size=64, device="cpu",
                       flip_seed=3)
-    consumer = EpochFeed(image_stream(data_dir, "train", shuffle=True, seed=3, decode_in="consumer", **decode),
+    consumer = EpochFeed(image_stream(data_dir, "train", decoder, shuffle=True, seed=3, decode_in="consumer"),
                          batch_size=64, device="cpu", flip_seed=3, shuffle_seed=3, placement="host",
-                         decoder=RowDecoder(**decode), decode_threads=2)
+                         decoder=decoder, decode_threads=2)
     for epoch in range(2):
         stats = StreamStats()
         served, truth = _epoch(consumer, epoch, stats), _epoch(tasks, epoch)
@@ -234,12 +235,12 @@ def test_rows_decoded_by_the_consumer_are_the_rows_decoded_in_tasks(ray_local, d
 
 def test_a_bad_decode_place_is_refused(data_dir):
     with pytest.raises(ValueError, match="decode_in must be one of"):
-        image_stream(data_dir, "train", SIZE, decode_in="gpu")
+        image_stream(data_dir, "train", RowDecoder(SIZE), decode_in="gpu")
 
 
 def test_corrupt_image_is_counted_not_fatal(ray_local, data_dir):
     stats = StreamStats()
-    ds = image_stream(data_dir, "train", SIZE)
+    ds = image_stream(data_dir, "train", RowDecoder(SIZE))
     seen = []
     for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
         t = model_batch(batch, "cpu", stats)
@@ -251,11 +252,11 @@ def test_corrupt_image_is_counted_not_fatal(ray_local, data_dir):
 
 
 def test_part_stream_carries_only_its_window(ray_local, data_dir):
-    whole = _collect(image_stream(data_dir, "val", SIZE))
+    whole = _collect(image_stream(data_dir, "val", RowDecoder(SIZE)))
     rng = np.random.default_rng(0)
     centres = CentresTable.from_arrays(whole["image_id"], rng.uniform(0, 1, (len(whole["image_id"]), 40, 2)))
     part, p = 7, 16
-    crops = _collect(image_stream(data_dir, "val", SIZE, centres=ray_local.put(centres), part=part, part_size=p))
+    crops = _collect(image_stream(data_dir, "val", RowDecoder(SIZE, centres=ray_local.put(centres), part=part, part_size=p)))
     assert crops["image"].shape == (N_TEST, 3, p, p)
     by_id = {k: v for k, v in zip(whole["image_id"], whole["image"])}
     for image_id, crop in zip(crops["image_id"], crops["image"]):
@@ -266,15 +267,15 @@ def test_part_stream_carries_only_its_window(ray_local, data_dir):
 def test_missing_centres_is_a_clear_error(ray_local, data_dir):
     centres = CentresTable.from_arrays(["nope"], np.zeros((1, 40, 2)))
     with pytest.raises(Exception, match="no part centres"):
-        _collect(image_stream(data_dir, "val", SIZE, centres=centres))
+        _collect(image_stream(data_dir, "val", RowDecoder(SIZE, centres=centres)))
 
 
 def test_missing_data_dir_names_it(tmp_path):
     with pytest.raises(shards.ShardError, match="does not exist"):
-        image_stream(str(tmp_path / "nowhere"), "train", 32, shuffle=True)
+        image_stream(str(tmp_path / "nowhere"), "train", RowDecoder(32), shuffle=True)
     (tmp_path / "empty").mkdir()
     with pytest.raises(shards.ShardError, match="not a prepared data set"):
-        image_stream(str(tmp_path / "empty"), "train", 32, shuffle=True)
+        image_stream(str(tmp_path / "empty"), "train", RowDecoder(32), shuffle=True)
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -288,12 +289,12 @@ def test_the_cache_serves_what_the_stream_serves(ray_local, data_dir, tmp_path, 
     epoch, a feed that keeps its first pass serves each row with the same pixels, labels,
     centres and flip as a feed that streams every epoch; every row once per epoch; a new
     order each cached epoch; the cache itself never mirrored in place."""
-    ids = _collect(image_stream(data_dir, "train", SIZE))["image_id"]
+    ids = _collect(image_stream(data_dir, "train", RowDecoder(SIZE)))["image_id"]
     centres = ray_local.put(CentresTable.from_arrays(ids, np.random.default_rng(1).uniform(0, 1, (len(ids), 40, 2))))
     crop = dict(part=part, part_size=16) if part is not None else {}
 
     def feed(keep):
-        return EpochFeed(image_stream(data_dir, "train", SIZE, shuffle=True, seed=3, centres=centres, **crop),
+        return EpochFeed(image_stream(data_dir, "train", RowDecoder(SIZE, centres=centres, **crop), shuffle=True, seed=3),
                          batch_size=64, device=device, placement=placement if keep else None, flip_seed=3,
                          shuffle_seed=3, spill_dir=str(tmp_path))
 
@@ -322,7 +323,7 @@ def test_the_cache_serves_what_the_stream_serves(ray_local, data_dir, tmp_path, 
 
 
 def test_a_cache_cut_short_is_not_kept(ray_local, data_dir, tmp_path):
-    feed = EpochFeed(image_stream(data_dir, "train", SIZE), batch_size=64, device="cpu", placement="disk",
+    feed = EpochFeed(image_stream(data_dir, "train", RowDecoder(SIZE)), batch_size=64, device="cpu", placement="disk",
                      spill_dir=str(tmp_path))
     for _ in feed.epoch(0):
         break  # max_steps: the first pass stops early

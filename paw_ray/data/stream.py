@@ -1,7 +1,8 @@
 """The Ray Data input stream: shards -> a streaming ``ray.data.Dataset`` of decoded,
 resized uint8 images (batches for the model are made on its device, ``batches.py``).
 
-One function, ``image_stream``, serves every stage:
+One function, ``image_stream``, serves every stage; the ``RowDecoder`` it is given says
+what its rows are:
 
 - whole images (FRL, hint, whole, evaluation) at the preset's ``image_size``;
 - whole images plus each image's 40 part centres (fusion, fine-tuning: the PaW model
@@ -16,7 +17,7 @@ Where the work happens, and why:
   (``op_cpus``): the trainers hold the whole CPUs, and a data task that asks for a
   whole one would wait for ever beside them. For the same reason the V1 Parquet
   reader is used (Ray 2.60's V2 reader adds a listing task that takes a whole CPU).
-- Who decodes is ``decode_in``. ``"tasks"``: ``map_batches`` decodes in Ray Data tasks, and
+- Who decodes is ``decode_in`` (``config.decode_place``). ``"tasks"``: ``map_batches`` decodes in Ray Data tasks, and
   images leave them as uint8 CHW. ``"consumer"``: the stream carries the rows still encoded
   (a PNG or JPEG is several times smaller than its pixels) and the consumer applies the same
   ``RowDecoder`` in its own threads, or on its GPU with nvJPEG for JPEG rows: no decoded
@@ -40,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from paw_ray.attributes import NUM_ATTRIBUTES
-from paw_ray.config import DECODE_IN
+from paw_ray.config import DECODE_PLACES
 from paw_ray.data import shards
 from paw_ray.errors import PawRayError
 
@@ -251,31 +252,27 @@ class RowDecoder:
 def image_stream(
     data_dir: str,
     split: str,
-    image_size: int,
+    decoder: RowDecoder,
     *,
     shuffle: bool = False,
     seed: int = 0,
     op_cpus: float = 0.25,
-    centres=None,
-    part: int | None = None,
-    part_size: int | None = None,
     cue_boxes: bool = False,
     decode_in: str = "tasks",
 ):
     """A streaming ``ray.data.Dataset`` of one split, for ``iter_batches``.
 
+    ``decoder`` says what the rows become: whole images at its ``image_size``, with part
+    centres where it has ``centres``, or only attribute j's window where it has ``part`` = j.
     ``shuffle``: visit the blocks in a new order each execution, drawn from ``seed``
-    (training). ``centres`` (a ``CentresTable`` or an ObjectRef to one) adds part centres;
-    with ``part`` = j the stream carries only attribute j's ``part_size`` window instead of
-    the whole image. ``cue_boxes`` adds the ground-truth cue boxes where the data has them
+    (training). ``cue_boxes`` adds the ground-truth cue boxes where the data has them
     (evaluation of localization). ``decode_in="consumer"`` leaves the rows encoded: the
-    consumer applies ``RowDecoder(image_size, centres=..., part=..., part_size=...)`` itself.
+    consumer applies the same ``decoder`` itself (``EpochFeed(decoder=...)``).
     """
     import ray.data
 
-    decoder = RowDecoder(image_size, centres=centres, part=part, part_size=part_size)  # checks the arguments
-    if decode_in not in DECODE_IN:
-        raise ValueError(f"decode_in must be one of {DECODE_IN}, got {decode_in!r}")
+    if decode_in not in DECODE_PLACES:
+        raise ValueError(f"decode_in must be one of {DECODE_PLACES}, got {decode_in!r}")
     info = shards.read_info(data_dir)
     files = shards.shard_files(data_dir, info, split)
     if not files:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.data import shards
-from paw_ray.data.stream import image_stream
+from paw_ray.data.stream import RowDecoder, image_stream
 from paw_ray.errors import PawRayError
 from paw_ray.train.trained_run import open_run
 from paw_ray.train.resources import given_device, how_many_fit
@@ -126,7 +126,7 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     op_cpus = op_cpus or cascade_cfg.data.op_cpus
 
     t0 = time.time()
-    streams = [image_stream(data_dir, s, cascade_cfg.data.image_size, op_cpus=op_cpus)
+    streams = [image_stream(data_dir, s, RowDecoder(cascade_cfg.data.image_size), op_cpus=op_cpus)
                for s in splits]
     ds = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
     ds = ds.map_batches(

@@ -20,7 +20,7 @@ import time
 from typing import Callable
 
 from paw_ray import storage
-from paw_ray.config import Config, to_dict
+from paw_ray.config import Config, decode_place, to_dict
 from paw_ray.data import shards
 from paw_ray.data.stream import RowDecoder, image_stream
 from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
@@ -199,13 +199,14 @@ def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=Non
     if stage_spec(stage).crops_at_centres:
         # the fused network cuts its crops from the centres the parts were trained on
         centres = ray.put(load_centres(inputs["localize"]))
-    decode = dict(image_size=cfg.data.image_size, centres=centres)
-    common = dict(op_cpus=cfg.data.op_cpus, decode_in=cfg.data.decode_in, **decode)
-    datasets = {"train": image_stream(data_dir, "train", shuffle=True, seed=cfg.seed, **common),
-                "val": image_stream(data_dir, "val", **common)}
-    decoder = RowDecoder(**decode) if cfg.data.decode_in == "consumer" else None
+    decoder = RowDecoder(cfg.data.image_size, centres=centres)
+    decode_in = decode_place(cfg.data.decode_in, part_task=False)
+    common = dict(op_cpus=cfg.data.op_cpus, decode_in=decode_in)
+    datasets = {"train": image_stream(data_dir, "train", decoder, shuffle=True, seed=cfg.seed, **common),
+                "val": image_stream(data_dir, "val", decoder, **common)}
     prior = shards.label_positive_rate(data_dir, "train")
     rows = shards.read_info(data_dir).num_rows
-    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior, rows, decoder=decoder,
+    return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior, rows,
+                           decoder=decoder if decode_in == "consumer" else None,
                            callbacks=callbacks)
 

@@ -26,7 +26,7 @@ from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
 from paw_ray.config import to_dict
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.stream import image_stream
+from paw_ray.data.stream import RowDecoder, image_stream
 from paw_ray.models.paw import PartSubnets, PaW
 from paw_ray.models.students import SNet
 from paw_ray.models.windows import crop_windows, part_windows
@@ -204,8 +204,8 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
 
     t0 = time.time()
     centres_ref = ray.put(load_centres(inputs["localize"]))
-    ds = image_stream(data_dir, "test", cfg.data.image_size, op_cpus=cfg.data.op_cpus, centres=centres_ref,
-                      cue_boxes=True)
+    ds = image_stream(data_dir, "test", RowDecoder(cfg.data.image_size, centres=centres_ref),
+                      op_cpus=cfg.data.op_cpus, cue_boxes=True)
     ds = ds.map_batches(Scorer, fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "inputs": inputs},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1.0,
                         batch_size=cfg.evaluate.batch_size, batch_format="numpy")

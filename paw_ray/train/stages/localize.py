@@ -25,7 +25,7 @@ from paw_ray import storage
 from paw_ray.config import to_dict
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
-from paw_ray.data.stream import CentresTable, image_stream
+from paw_ray.data.stream import CentresTable, RowDecoder, image_stream
 from paw_ray.models.windows import grid_centres, part_centres
 from paw_ray.train.resources import given_device
 from paw_ray.train.stage_table import StageRun
@@ -88,7 +88,7 @@ def run_localize(cfg, data_dir: str, run_dir: str, frl_location: str | None) -> 
     else:
 
         lc = cfg.localize
-        streams = [image_stream(data_dir, split, cfg.data.image_size, op_cpus=cfg.data.op_cpus)
+        streams = [image_stream(data_dir, split, RowDecoder(cfg.data.image_size), op_cpus=cfg.data.op_cpus)
                    for split in shards.SPLITS]
         ds = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
         cpus = 1.0 if lc.gpus_per_actor == 0 else 0.5

@@ -2,7 +2,7 @@
 
 Part task j (paper §3.4): a student initialised from g_0 (the ``whole`` stage),
 trained alone on the stream of attribute j's window — cut on the fly from the part
-centres by ``image_stream(part=j)``, so the task moves only its own crop — to predict
+centres by the stream's ``RowDecoder(part=j)``, so the task moves only its own crop — to predict
 all 40 attributes. The task's first epoch streams; its crops are kept after that pass
 (``EpochFeed``: in memory within ``parts.cache_mb``, beyond it in a memory-mapped file on
 the node's local disk), and the later epochs reshuffle and re-flip them instead of
@@ -111,9 +111,10 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
         return F.binary_cross_entropy_with_logits(out.logits, batch["labels"]), out.logits
 
     task = TrainTask(model=model, loss=loss)
-    decode = dict(image_size=cfg.data.image_size, centres=centres_ref, part=part, part_size=cfg.data.part_size)
-    common = dict(op_cpus=cfg.data.op_cpus, decode_in=cfg.data.decode_in, **decode)
-    consumer = dict(decoder=RowDecoder(**decode) if cfg.data.decode_in == "consumer" else None,
+    decoder = RowDecoder(cfg.data.image_size, centres=centres_ref, part=part, part_size=cfg.data.part_size)
+    decode_in = C.decode_place(cfg.data.decode_in, part_task=True)
+    common = dict(op_cpus=cfg.data.op_cpus, decode_in=decode_in)
+    consumer = dict(decoder=decoder if decode_in == "consumer" else None,
                     decode_threads=threads_for(pc.num_cpus), spill_dir=tempfile.gettempdir())
     seed = cfg.seed * 100 + part
     epochs = C.epochs_to_run(cfg, pc.epochs)
@@ -123,9 +124,9 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     placement = choose_placement(nbytes, pc.cache_mb, device, spill_dir=tempfile.gettempdir(),
                                  consumers_on_node=max(1, math.floor((os.cpu_count() or 1) / max(pc.num_cpus, 1e-3)))) \
         if epochs_left > 1 else None
-    feeds = (EpochFeed(image_stream(data_dir, "train", shuffle=True, seed=seed, **common), batch_size=pc.batch_size,
+    feeds = (EpochFeed(image_stream(data_dir, "train", decoder, shuffle=True, seed=seed, **common), batch_size=pc.batch_size,
                        device=device, placement=placement, flip_seed=seed, shuffle_seed=seed, **consumer),
-             EpochFeed(image_stream(data_dir, "val", **common), batch_size=pc.batch_size, device=device,
+             EpochFeed(image_stream(data_dir, "val", decoder, **common), batch_size=pc.batch_size, device=device,
                        placement=placement, **consumer))
     t0 = time.time()
     for epoch in range(start_epoch, max(epochs, 1)):
