@@ -124,7 +124,7 @@ def _pil_pixels(im, image_size: int) -> np.ndarray:
 def decode_torchvision(data: bytes) -> np.ndarray:
     """Encoded image -> uint8 (3, H, W) RGB at its stored size with
     ``torchvision.io.decode_image`` (libjpeg-turbo, libpng)."""
-    import torch
+    import torch  # deferred: a Ray Data task that decodes PNG rows with PIL never imports torch
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_image as decode
 

@@ -18,6 +18,9 @@ import time
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, attribute_index
@@ -50,9 +53,6 @@ POOL = 64  # test faces searched for positives of each Fig. 4 attribute
 
 def sample_faces(data_dir: str, image_size: int, n: int = N_SAMPLES) -> dict[str, np.ndarray]:
     """The first ``n`` decodable test rows, decoded by the training pipeline (no flips)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     info = shards.read_info(data_dir)
     columns = ["image_id", "image", "labels"] + (["part_boxes_gt"] if info.has_part_boxes_gt else [])
     for f in shards.shard_files(data_dir, info, "test"):
@@ -157,8 +157,6 @@ def pick_faces(labels: np.ndarray, attributes: list[int], n: int) -> np.ndarray:
 
 
 def _heatmaps(r: _Report) -> None:
-    import torch
-
     run = r.run
     cascade, frl = run.cascade(), run.frl()
     pool = sample_faces(run.data_dir(r.log), cascade.image_size, n=POOL)

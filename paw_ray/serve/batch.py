@@ -21,6 +21,8 @@ import time
 from typing import Callable
 
 import numpy as np
+import pyarrow.parquet as pq
+import torch
 import pyarrow as pa
 
 from paw_ray import storage
@@ -45,8 +47,6 @@ class CascadePredictor:
     """Ray Data actor: decoded batches -> prediction rows, with the cascade loaded once."""
 
     def __init__(self, run_dir: str, stored_size: int, num_threads: int = 1):
-        import torch
-
         torch.set_num_threads(max(1, num_threads))
         self.device = given_device()
         self.cascade = open_run(run_dir).cascade().to(self.device)
@@ -54,8 +54,6 @@ class CascadePredictor:
         self.schema = prediction_schema()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        import torch
-
         ok = np.asarray(batch["ok"], dtype=bool)
         n = len(ok)
         probs = np.full((n, NUM_ATTRIBUTES), np.nan, dtype=np.float32)
@@ -75,8 +73,6 @@ class CascadePredictor:
 
 def _count_rows(out: str) -> tuple[int, int, list[str]]:
     """(rows, rows whose image did not decode, files) of the written predictions."""
-    import pyarrow.parquet as pq
-
     fs, path = storage.resolve(out)
     files = sorted(n for n in storage.listdir(out) if n.endswith(".parquet"))
     rows = failed = 0

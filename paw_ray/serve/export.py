@@ -26,10 +26,14 @@ measured difference goes into ``model.json``.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
+import torch
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES
@@ -57,10 +61,6 @@ def deployable_cascade(run):
 
 def write_model(cascade, fmt: str, path: str) -> None:
     """Write ``cascade`` (the deployable one-pass module) to ``path`` as ``fmt``."""
-    import warnings
-
-    import torch
-
     example = torch.randint(0, 256, (2, 3, cascade.image_size, cascade.image_size), dtype=torch.uint8,
                             generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), torch.no_grad():
@@ -78,10 +78,6 @@ def run_exported(path: str, fmt: str, images: np.ndarray) -> tuple[np.ndarray, n
     """Run an exported model on uint8 images -> (probabilities, boxes). Loads the file: for
     TorchScript that runs its code, so only call it on files you made (see the module docstring)."""
     if fmt == "torchscript":
-        import warnings
-
-        import torch
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
             model = torch.jit.load(path, map_location="cpu")
@@ -97,8 +93,6 @@ def run_exported(path: str, fmt: str, images: np.ndarray) -> tuple[np.ndarray, n
 
 def verify_export(cascade, path: str, fmt: str, images: np.ndarray) -> dict:
     """Exported vs PyTorch outputs on the same images; raises if they disagree."""
-    import torch
-
     with torch.no_grad():
         ref_probs, ref_boxes = (t.numpy() for t in cascade(torch.from_numpy(images)))
     probs, boxes = run_exported(path, fmt, images)
@@ -119,9 +113,6 @@ def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Export the run's cascade in ``fmt`` into ``out_dir`` (default ``<run>/export``), verify
     it, write ``model.json`` and ``MODEL_CARD.md``; return what was written."""
-    import os
-    import tempfile
-
     if fmt not in FORMATS:
         raise PawRayError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
     run = open_run(run_dir)

@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
@@ -142,8 +147,6 @@ class Predictor:
 
     def __init__(self, run, box=None, boxes: dict | None = None, split: str = "test",
                  batch_size: int = 32, explain: bool = False):
-        import torch
-
         if box is not None and boxes:
             raise PawRayError("give --box or --boxes, not both")
         if split not in (*shards.SPLITS, "all"):
@@ -207,8 +210,6 @@ class Predictor:
 
     def shard_faces(self, folder: str) -> Iterator[Face]:
         """The rows of a prepared data set's split, decoded as the training pipeline does."""
-        import pyarrow.parquet as pq
-
         info = shards.read_info(folder)
         splits = shards.SPLITS if self.split == "all" else (self.split,)
         for split in splits:
@@ -216,8 +217,6 @@ class Predictor:
                 fs, path = storage.resolve(f)
                 pf = pq.ParquetFile(fs.open_input_file(path))
                 for batch in pf.iter_batches(batch_size=256, columns=["image_id", "image", "labels"]):
-                    import pyarrow as pa
-
                     decoded = decode_batch(pa.Table.from_batches([batch]), image_size=self.image_size)
                     for i, image_id in enumerate(decoded["image_id"]):
                         if not decoded["ok"][i]:
@@ -285,8 +284,6 @@ class Predictor:
 # ---------------------------------------------------------------------- writers
 
 def write_jsonl(preds: Iterable[Prediction], out: io.TextIOBase) -> int:
-    import json
-
     n = 0
     for p in preds:
         out.write(json.dumps(p.to_json()) + "\n")
@@ -320,8 +317,6 @@ def write_csv(preds: Iterable[Prediction], out: io.TextIOBase) -> int:
 def write_explanation(pred: Prediction, folder: str, index: int, attributes: list[int], run_label: str) -> str:
     """``<folder>/<index>-<image id>.png``: the face as the network saw it, the FRL heatmap and
     part box of each chosen attribute, and all 40 part boxes (``overlays.explain_figure``)."""
-    import re
-
     from matplotlib import pyplot as plt
 
     from paw_ray.eval.overlays import explain_figure  # matplotlib: only when a figure is asked for

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
+
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError
@@ -115,8 +117,6 @@ def adopt_shared_stages(cfg: C.Config, run_dir: str, siblings: list[str], data_i
 def _params(cfg: C.Config) -> dict[str, int]:
     """Parameters of one student subnet and of the deployed networks: PaW, plus the FRL's
     localization branch where it places the parts (the MNL branch is dropped after training)."""
-    import torch
-
     with torch.device("meta"):  # shapes only: PaW of 41 SNet1s would be 1 GB of weights
         paw = count_params(PaW.from_config(cfg))
         frl = count_params(FRL.from_config(cfg).drop_mnl()) if cfg.parts.source == "frl" else 0

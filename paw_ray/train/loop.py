@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from paw_ray import config as C
 from paw_ray.data.batches import StreamStats
 from paw_ray.data.cache import choose_placement, row_bytes
 from paw_ray.data.feed import EpochFeed
@@ -135,8 +137,6 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of every TorchTrainer stage (see ``trainer.run_train_stage``)."""
     import ray.train
     import ray.train.torch
-
-    from paw_ray import config as C
 
     stage = loop_config["stage"]
     cfg = C.from_dict(loop_config["cfg"])
@@ -257,8 +257,6 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (a dry run's memory check), in MiB."""
-    import resource
-
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 

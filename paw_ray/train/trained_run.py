@@ -12,6 +12,7 @@ directory given here, so a run directory that was moved or copied still opens.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -76,8 +77,6 @@ class TrainedRun:
 
     def data_dir(self, log=None) -> str:
         """The run's data folder (SynthFaces is re-rendered, deterministically, if it was removed)."""
-        import sys
-
         return resolve_data(self.cfg, self.run_dir, log or (lambda m: print(m, file=sys.stderr)))[0]
 
     def cascade(self):

@@ -43,6 +43,8 @@ import json
 import time
 from typing import Any, Callable
 
+import yaml
+
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError
@@ -88,8 +90,6 @@ def default_space(cfg: C.Config, stage: str) -> dict[str, Any]:
 
 
 def load_space(path: str, cfg: C.Config, stage: str) -> dict[str, Any]:
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as f:
             obj = yaml.safe_load(f)  # JSON is YAML too
@@ -349,8 +349,6 @@ def _short_error(err: BaseException) -> str:
 
 
 def _best_yaml(summary: dict) -> str:
-    import yaml
-
     best, stage = summary["best"], summary["stage"]
     head = (f"# paw-ray tune: best of {len(summary['trials'])} trial(s) of stage {stage} "
             f"(preset {summary['preset']}, {summary['search']}): {METRIC} {best[METRIC]:.4f}\n"

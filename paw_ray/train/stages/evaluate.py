@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from paw_ray import config as C
 from paw_ray import storage
@@ -46,8 +47,6 @@ class Scorer:
     """Ray Data actor: a batch of test images -> the 40 scores of each network."""
 
     def __init__(self, cfg_dict: dict, inputs: dict[str, str], num_threads: int = 1):
-        import torch
-
         torch.set_num_threads(max(1, num_threads))
         cfg = C.from_dict(cfg_dict)
         self.device = given_device()
@@ -63,8 +62,6 @@ class Scorer:
         self.image_size, self.part_size = cfg.data.image_size, cfg.data.part_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         b = model_batch(batch, self.device)
         out = {"image_id": b["image_id"], "labels": batch["labels"][batch["ok"]],
                "centres": b["centres"].cpu().numpy()}

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from paw_ray import config as C
 from paw_ray import storage
@@ -40,16 +41,12 @@ class FRLLocalizer:
     """Ray Data actor: images -> 40 part centres per image, with the FRL loaded once."""
 
     def __init__(self, cfg_dict: dict, frl_location: str, num_threads: int = 1):
-        import torch
-
         torch.set_num_threads(max(1, num_threads))
         self.cfg = C.from_dict(cfg_dict)
         self.device = given_device()
         self.model = load_frl(self.cfg, frl_location).to(self.device).eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         ok = batch["ok"]
         centres = np.full((len(ok), 40, 2), 0.5, dtype=np.float32)  # undecodable rows: image centre
         if ok.any():
@@ -61,8 +58,6 @@ class FRLLocalizer:
 
 
 def _grid_table(data_dir: str) -> CentresTable:
-    import torch
-
     info = shards.read_info(data_dir)
     ids = []
     for split in shards.SPLITS:

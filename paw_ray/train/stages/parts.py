@@ -28,6 +28,8 @@ import tempfile
 import time
 from typing import Any
 
+import torch.nn.functional as F
+
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
@@ -90,8 +92,6 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                centres_ref, fingerprint: str) -> dict[str, Any]:
     """Train part subnet ``part`` (runs as a Ray task); returns its done record."""
     import ray
-    import torch.nn.functional as F
-
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
     setup_worker(pc.num_cpus, cfg.seed * 1000 + part)
