@@ -4,10 +4,12 @@ batch inference with Ray Data, and the TorchScript / ONNX exports with their mod
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -98,9 +100,23 @@ def _predict(capsys, argv):
     return rc, captured.out, captured.err
 
 
-def test_predict_images_errors_and_determinism(run_dir, test_rows, tmp_path, capsys):
+@dataclass(frozen=True)
+class FolderPrediction:
+    """One ``paw-ray predict`` over a folder (three test faces, a non-square JPEG, a corrupt
+    JPEG), a text file and the first face again, with ``--explain``."""
+
+    rc: int
+    stderr: str
+    inputs: list[str]  # the readable inputs, in the order given
+    preds: list[dict]
+    explain: str
+
+
+@pytest.fixture(scope="module")
+def folder_prediction(run_dir, test_rows, tmp_path_factory) -> FolderPrediction:
     _, rows = test_rows
-    folder = tmp_path / "imgs"
+    tmp = tmp_path_factory.mktemp("predict-folder")
+    folder = tmp / "imgs"
     folder.mkdir()
     paths = []
     for image_id, data in rows[:3]:
@@ -109,36 +125,61 @@ def test_predict_images_errors_and_determinism(run_dir, test_rows, tmp_path, cap
         paths.append(str(p))
     Image.open(paths[0]).convert("RGB").resize((60, 90)).save(folder / "tall.jpg")  # not square
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage, not a JPEG")
-    notes = tmp_path / "notes.txt"
+    notes = tmp / "notes.txt"
     notes.write_text("not an image")
-    out = tmp_path / "pred.jsonl"
-    explain = tmp_path / "explain"
-    rc, stdout, stderr = _predict(capsys, ["--run-dir", run_dir, str(folder), str(notes), paths[0],
-                                           "--out", str(out), "--explain", str(explain)])
-    assert rc == 1, "a failed input makes the exit status non-zero"
-    assert "corrupt.jpg" in stderr and "notes.txt" in stderr and "error" in stderr
-    assert "whole image is taken as the face" in stderr
+    out, explain, err = tmp / "pred.jsonl", tmp / "explain", io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        rc = cli.main(["predict", "--run-dir", run_dir, str(folder), str(notes), paths[0],
+                       "--out", str(out), "--explain", str(explain)])
     preds = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [os.path.basename(p["input"]) for p in preds] == [
-        *(os.path.basename(p) for p in paths), "tall.jpg", os.path.basename(paths[0])]
-    for p in preds:
+    inputs = [os.path.basename(p) for p in paths] + ["tall.jpg", os.path.basename(paths[0])]
+    return FolderPrediction(rc, err.getvalue(), inputs, preds, str(explain))
+
+
+def test_predict_names_each_unreadable_input_and_exits_1(folder_prediction):
+    assert folder_prediction.rc == 1, "a failed input makes the exit status non-zero"
+    stderr = folder_prediction.stderr
+    assert "corrupt.jpg" in stderr and "notes.txt" in stderr and "error" in stderr
+
+
+def test_predict_without_a_box_says_the_whole_image_is_the_face(folder_prediction):
+    assert "whole image is taken as the face" in folder_prediction.stderr
+
+
+def test_predict_writes_one_row_per_readable_input_in_order(folder_prediction):
+    assert [os.path.basename(p["input"]) for p in folder_prediction.preds] == folder_prediction.inputs
+
+
+def test_predicted_probabilities_and_decisions_cover_the_40_attributes(folder_prediction):
+    for p in folder_prediction.preds:
         probs = np.array([p["probabilities"][a] for a in ATTRIBUTES])
         assert probs.shape == (40,) and ((probs >= 0) & (probs <= 1)).all()
         assert p["decisions"] == {a: p["probabilities"][a] > 0.5 for a in ATTRIBUTES}
+
+
+def test_predicted_part_boxes_lie_inside_the_input(folder_prediction):
+    for p in folder_prediction.preds:
         w, h = p["input_size"]
         boxes = np.array([p["part_boxes"][a] for a in ATTRIBUTES])
         assert boxes.shape == (40, 4) and (boxes[:, 2:] > 0).all()
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
         assert (boxes[:, 0] + boxes[:, 2] <= w + 1e-6).all() and (boxes[:, 1] + boxes[:, 3] <= h + 1e-6).all()
-    # Same image twice, same answer, up to float32 rounding: CPU kernels may round a row
-    # differently by its position in the batch (1 ulp; 6e-8 between rows of identical images
-    # through the cascade), which the output's 6 decimals can show as 1e-6.
-    first, last = (np.array([p["probabilities"][a] for a in ATTRIBUTES]) for p in (preds[0], preds[-1]))
-    assert np.abs(first - last).max() <= 1.5e-6, "same image twice, same answer"
-    assert preds[0]["part_boxes"] == preds[-1]["part_boxes"]
-    overlays = sorted(os.listdir(explain))
-    assert len(overlays) == len(preds)
-    with Image.open(explain / overlays[0]) as im:
+
+
+def test_predict_gives_the_same_image_the_same_answer(folder_prediction):
+    """Up to float32 rounding: CPU kernels may round a row differently by its position in the
+    batch (1 ulp; 6e-8 between rows of identical images through the cascade), which the
+    output's 6 decimals can show as 1e-6."""
+    first, last = folder_prediction.preds[0], folder_prediction.preds[-1]
+    p0, p1 = (np.array([p["probabilities"][a] for a in ATTRIBUTES]) for p in (first, last))
+    assert np.abs(p0 - p1).max() <= 1.5e-6
+    assert first["part_boxes"] == last["part_boxes"]
+
+
+def test_predict_explain_writes_one_png_per_prediction(folder_prediction):
+    overlays = sorted(os.listdir(folder_prediction.explain))
+    assert len(overlays) == len(folder_prediction.preds)
+    with Image.open(os.path.join(folder_prediction.explain, overlays[0])) as im:
         assert im.format == "PNG" and im.width > 200
 
 
