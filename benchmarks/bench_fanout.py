@@ -1,6 +1,8 @@
 """Part fan-out: wall time of the 40 part trainings as the ``parts`` stage runs them (Ray
 tasks, ``run_parts``) against the same 40 ``train_part`` calls one after another in this
-process, on the same data, centres and initial weights.
+process, on the same data, centres and initial weights. Beside each side it prints how many of the
+machine's cores were busy on average: one after another, each part's own Ray Data tasks
+already run beside it, so the sequential side is not confined to one core.
 
 Reduced size: the demo preset's part config (SNet3, 28 px crops, batch 64, 0.75 CPU per
 task) for ``--epochs`` full epochs (as the stage trains: crops cached after one pass) or,
@@ -19,7 +21,7 @@ import os
 import tempfile
 import time
 
-from benchlib import machine_note, part_inputs, result_line, start_ray, synth_set
+from benchlib import BusyCores, machine_note, part_inputs, result_line, start_ray, synth_set
 from paw_ray import config as C
 from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.train.stages.parts import max_in_flight, run_parts, train_part
@@ -49,20 +51,23 @@ def main() -> None:
         cfg_dict = C.to_dict(cfg)
 
         t = time.perf_counter()
-        for part in range(NUM_ATTRIBUTES):
-            train_part(part, cfg_dict, data_dir, os.path.join(tmp, "seq"), whole, centres_ref, "bench")
+        with BusyCores() as seq_busy:
+            for part in range(NUM_ATTRIBUTES):
+                train_part(part, cfg_dict, data_dir, os.path.join(tmp, "seq"), whole, centres_ref, "bench")
         sequential = time.perf_counter() - t
 
         t = time.perf_counter()
-        run_parts(cfg, data_dir, os.path.join(tmp, "par"), "bench", whole, centres, log=lambda *_: None)
+        with BusyCores() as par_busy:
+            run_parts(cfg, data_dir, os.path.join(tmp, "par"), "bench", whole, centres, log=lambda *_: None)
         parallel = time.perf_counter() - t
         in_flight = max_in_flight(cfg)
 
     work = f"{cfg.max_steps} step(s)" if cfg.max_steps else f"{cfg.parts.epochs} epoch(s) of {args.images * 4 // 5} images"
     print(f"\n[parts_fanout] 40 parts x {work}, {cfg.preset} part config "
           f"({cfg.parts.num_cpus} CPU per task, {in_flight} in flight on {args.cpus} Ray CPUs)")
-    print(f"  one after another in one process {sequential:8.1f} s")
-    print(f"  Ray tasks (run_parts)            {parallel:8.1f} s   speedup {sequential / parallel:.2f}x")
+    print(f"  one after another in one process {sequential:8.1f} s   {seq_busy.cores:.2f} cores busy on average")
+    print(f"  Ray tasks (run_parts)            {parallel:8.1f} s   {par_busy.cores:.2f} cores busy on average, "
+          f"speedup {sequential / parallel:.2f}x")
     print(result_line("part_fanout", sequential / parallel, 0.8 * args.cpus))
 
 

@@ -59,6 +59,26 @@ def machine_note() -> str:
     return f"{os.cpu_count()} CPUs, load average {load:.1f} at start"
 
 
+class BusyCores:
+    """``with BusyCores() as busy: ...`` then ``busy.cores``: how many of the machine's cores
+    were busy on average inside the block (``/proc/stat``: every process, Ray's included)."""
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def __enter__(self):
+        self._start, self._t = self._read(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        (busy0, total0), (busy1, total1) = self._start, self._read()
+        self.cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
+
+
 def start_ray(num_cpus: int) -> None:
     """A private local Ray on this machine (never another cluster started here).
 
