@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from paw_ray.models.paw import RegionSwitch
 from paw_ray.train.ablate import (
     PAPER_DESIGN,
     VARIANTS,
+    ablate,
     adopt_shared_stages,
     format_ablations,
     measure,
@@ -267,24 +269,50 @@ def test_measure_summary_and_table(tmp_path):
 
 # --------------------------------------------------------------------------- ablate: a real run
 
-@pytest.mark.slow
-def test_ablate_smoke_reuses_shared_stages(ray_local, tmp_path):
-    from paw_ray.train.ablate import ablate
+@dataclass(frozen=True)
+class Ablation:
+    """One real ``ablate`` of the baseline and the grid variant on a small smoke config."""
 
+    cfg: C.Config
+    out: str
+    summary: dict
+    logs: list[str]
+    baseline: Manifest
+    grid: Manifest
+
+    @property
+    def on_disk(self) -> dict:
+        return json.loads(open(os.path.join(self.out, "ablations.json")).read())
+
+
+@pytest.fixture(scope="module")
+def ablation(ray_local, tmp_path_factory) -> Ablation:
     # 7 Ray Train fits (5 baseline, 2 grid) of ~20 s fixed overhead each dominate: one epoch each
     cfg = C.apply_overrides(C.preset("smoke"), [
         "data.synth_n=200", "frl.epochs=1", "whole.epochs=1", "parts.epochs=1", "fusion.epochs=1",
         "frl.num_workers=1"])
-    out = str(tmp_path / "ablate")
+    out = str(tmp_path_factory.mktemp("ablate") / "ablate")
     logs: list[str] = []
     summary = ablate(cfg, out, seeds=1, variants=["baseline", "grid"], log=logs.append)
-
     seed_dir = os.path.join(out, "seed0")
-    data_sets = [d for d in os.listdir(seed_dir) if d.startswith("synthfaces")]
-    assert len(data_sets) == 1, "one data set for both variants"
-    baseline = Manifest.load_or_create(os.path.join(seed_dir, "baseline"))
-    grid = Manifest.load_or_create(os.path.join(seed_dir, "grid"))
-    assert all(r.status == "complete" and not r.reused_from for r in baseline.stages.values())
+    return Ablation(cfg, out, summary, logs, Manifest.load_or_create(os.path.join(seed_dir, "baseline")),
+                    Manifest.load_or_create(os.path.join(seed_dir, "grid")))
+
+
+@pytest.mark.slow
+def test_ablate_renders_one_data_set_for_all_variants(ablation):
+    seed_dir = os.path.join(ablation.out, "seed0")
+    assert len([d for d in os.listdir(seed_dir) if d.startswith("synthfaces")]) == 1
+
+
+@pytest.mark.slow
+def test_ablate_trains_every_baseline_stage_itself(ablation):
+    assert all(r.status == "complete" and not r.reused_from for r in ablation.baseline.stages.values())
+
+
+@pytest.mark.slow
+def test_the_grid_variant_reuses_the_baselines_frl_hint_and_whole(ablation):
+    baseline, grid = ablation.baseline, ablation.grid
     for stage in STAGES:
         rec = grid.stages[stage]
         assert rec.status == "complete"
@@ -294,35 +322,56 @@ def test_ablate_smoke_reuses_shared_stages(ray_local, tmp_path):
             assert not rec.reused_from and rec.artifact.startswith(grid.run_dir), stage
     assert not os.path.exists(os.path.join(grid.run_dir, "stages", "frl")), "the grid trained no FRL"
     assert grid.stages["localize"].metrics["source"] == "grid"
-    assert any("reusing frl from baseline, hint from baseline, whole from baseline" in line for line in logs)
+    assert any("reusing frl from baseline, hint from baseline, whole from baseline" in line for line in ablation.logs)
 
-    on_disk = json.loads(open(os.path.join(out, "ablations.json")).read())
-    assert on_disk == json.loads(json.dumps(summary))
+
+@pytest.mark.slow
+def test_ablations_json_is_the_returned_summary_with_both_variants(ablation):
+    on_disk = ablation.on_disk
+    assert on_disk == json.loads(json.dumps(ablation.summary))
     assert on_disk["complete"] and list(on_disk["variants"]) == ["baseline", "grid"]
-    for v in on_disk["variants"].values():
+    assert os.path.exists(os.path.join(ablation.out, "ablations.md"))
+
+
+@pytest.mark.slow
+def test_each_variants_measures_are_in_range(ablation):
+    for v in ablation.on_disk["variants"].values():
         m = v["per_seed"]["0"]
         assert set(m["accuracy"]) == {"frl", "whole", "part", "paw"} and all(0 < a <= 100 for a in m["accuracy"].values())
         assert 0 <= m["pointing"] <= 100 and m["params"]["deployed"] > 0
         assert 0 < m["wall_time_s"]["spent"] <= m["wall_time_s"]["total"]
         assert set(m["rsl"]) == {"whole", "part", "whole_heavier"}
         assert v["mean"]["accuracy"] == m["accuracy"]
-    g = on_disk["variants"]["grid"]["per_seed"]["0"]
-    assert g["wall_time_s"]["total"] - g["wall_time_s"]["spent"] == pytest.approx(
-        sum(baseline.stages[s].wall_time_s for s in ("frl", "hint", "whole")), abs=0.2)
-    assert os.path.exists(os.path.join(out, "ablations.md"))
 
-    # rerun: continues, trains nothing
-    before = {n: {s: r.finished_at for s, r in m.stages.items()} for n, m in (("baseline", baseline), ("grid", grid))}
-    ablate(cfg, out, seeds=1, variants=["baseline", "grid"], log=lambda s: None)
-    for n in before:
-        after = Manifest.load_or_create(os.path.join(seed_dir, n))
+
+@pytest.mark.slow
+def test_the_grid_variants_total_time_counts_the_stages_it_reused(ablation):
+    g = ablation.on_disk["variants"]["grid"]["per_seed"]["0"]
+    assert g["wall_time_s"]["total"] - g["wall_time_s"]["spent"] == pytest.approx(
+        sum(ablation.baseline.stages[s].wall_time_s for s in ("frl", "hint", "whole")), abs=0.2)
+
+
+@pytest.mark.slow
+def test_an_ablate_rerun_continues_and_trains_nothing(ablation):
+    runs = {"baseline": ablation.baseline, "grid": ablation.grid}
+    before = {n: {s: r.finished_at for s, r in m.stages.items()} for n, m in runs.items()}
+    ablate(ablation.cfg, ablation.out, seeds=1, variants=["baseline", "grid"], log=lambda s: None)
+    for n, m in runs.items():
+        after = Manifest.load_or_create(m.run_dir)
         assert {s: r.finished_at for s, r in after.stages.items()} == before[n]
 
-    # a new ablation that reuses a finished run (as the main job's) trains none of its stages
-    other = ablate(cfg, str(tmp_path / "other"), seeds=1, variants=["baseline"], reuse=[baseline.run_dir],
-                   log=lambda s: None)
+
+@pytest.mark.slow
+def test_an_ablation_reusing_a_finished_run_trains_none_of_its_stages(ablation, tmp_path):
+    other = ablate(ablation.cfg, str(tmp_path / "other"), seeds=1, variants=["baseline"],
+                   reuse=[ablation.baseline.run_dir], log=lambda s: None)
     adopted = Manifest.load_or_create(os.path.join(str(tmp_path / "other"), "seed0", "baseline"))
-    assert {s: r.reused_from for s, r in adopted.stages.items()} == {s: baseline.run_dir for s in STAGES}
-    assert other["variants"]["baseline"]["mean"]["accuracy"] == on_disk["variants"]["baseline"]["mean"]["accuracy"]
+    assert {s: r.reused_from for s, r in adopted.stages.items()} == {s: ablation.baseline.run_dir for s in STAGES}
+    assert other["variants"]["baseline"]["mean"]["accuracy"] == \
+        ablation.summary["variants"]["baseline"]["mean"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_ablate_refuses_to_reuse_a_run_that_does_not_exist(ablation, tmp_path):
     with pytest.raises(PawRayError, match="--reuse"):
-        ablate(cfg, str(tmp_path / "third"), reuse=[str(tmp_path / "nothing")], log=lambda s: None)
+        ablate(ablation.cfg, str(tmp_path / "third"), reuse=[str(tmp_path / "nothing")], log=lambda s: None)
