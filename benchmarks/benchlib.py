@@ -71,7 +71,7 @@ class BusyCores:
         return sum(fields) - idle, sum(fields)
 
     def __enter__(self):
-        self._start, self._t = self._read(), time.perf_counter()
+        self._start = self._read()
         return self
 
     def __exit__(self, *exc):

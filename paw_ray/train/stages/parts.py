@@ -92,6 +92,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                centres_ref, fingerprint: str) -> dict[str, Any]:
     """Train part subnet ``part`` (runs as a Ray task); returns its done record."""
     import ray
+
     cfg = C.from_dict(cfg_dict)
     pc = cfg.parts
     setup_worker(pc.num_cpus, cfg.seed * 1000 + part)
