@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -433,55 +434,88 @@ def _rgb(blob):
     return img
 
 
-def test_prepare_in_the_wild_end_to_end(ray_local, tmp_path):
-    sizes = {5: (120, 30), 6: (400, 480)}  # an unusual (wide, short) image; a large one (draft decode)
+@pytest.fixture(scope="module")
+def wild(ray_local, tmp_path_factory):
+    """One in-the-wild edition prepared once: a grey, a CMYK, a degenerate-box image, an
+    unusual (wide, short) one and a large one (draft decode); what it wrote and said."""
+    tmp = tmp_path_factory.mktemp("wild")
+    sizes = {5: (120, 30), 6: (400, 480)}
     boxes = {5: (40, 0, 40, 30), 6: (100, 100, 200, 240)}
-    fx = make_celeba(tmp_path / "celeba", gray=(3,), cmyk=(4,), degenerate_box=(2,), sizes=sizes, boxes=boxes)
-    out = tmp_path / "out"
+    fx = make_celeba(tmp / "celeba", gray=(3,), cmyk=(4,), degenerate_box=(2,), sizes=sizes, boxes=boxes)
+    out = tmp / "out"
     said = []
     info = celeba.prepare_celeba(str(fx.root), str(out), image_size=32, margin=0.1, chunk_size=4, progress=said.append)
+    written_info, rows = _read_rows(out)
+    return SimpleNamespace(fx=fx, info=info, written_info=written_info, rows=rows, said=said)
+
+
+def test_prepare_writes_the_splits_in_chunked_shards(wild):
+    info = wild.info
     assert info.name == "celeba" and info.image_size == 32
     assert info.num_rows == {"train": 8, "val": 2, "test": 2}
     assert info.files["train"] == ["train/shard-00000.parquet", "train/shard-00001.parquet"]
-    assert info.source["box_source"] == {"bbox": 11, "landmarks": 1}
-    assert info.source["dropped"] == {} and info.source["layout"] == "official" and not info.source["aligned"]
-    info2, rows = _read_rows(out)
-    assert info2 == info and sorted(rows) == fx.ids
+    assert wild.written_info == info and sorted(wild.rows) == wild.fx.ids
+
+
+def test_prepare_records_where_the_boxes_came_from(wild):
+    source = wild.info.source
+    assert source["box_source"] == {"bbox": 11, "landmarks": 1}
+    assert source["dropped"] == {} and source["layout"] == "official" and not source["aligned"]
+
+
+def test_prepare_keeps_each_rows_split_labels_and_face_box(wild):
+    fx = wild.fx
     for i, image_id in enumerate(fx.ids):
-        r = rows[image_id]
+        r = wild.rows[image_id]
         assert r["split"] == fx.splits[i]
         assert r["labels"] == fx.labels[i].tolist()
         W, H = fx.sizes[image_id]
-        bbox = None if i == 2 else fx.bboxes[i]
-        expected, src = facebox.face_square(bbox, fx.landmarks[i], W, H, 0.1)
-        assert src == ("landmarks" if i == 2 else "bbox")
+        expected, src = facebox.face_square(None if i == 2 else fx.bboxes[i], fx.landmarks[i], W, H, 0.1)
+        assert src == ("landmarks" if i == 2 else "bbox"), "a degenerate box falls back to the landmarks"
         np.testing.assert_allclose(r["face_box"], expected)
-        img = _rgb(r["image"])
+
+
+def test_prepare_stores_the_square_cut_from_the_source(wild):
+    fx = wild.fx
+    for image_id in fx.ids:
+        img = _rgb(wild.rows[image_id]["image"])
         assert img.format == "JPEG" and img.mode == "RGB" and img.size == (32, 32)
         got = np.asarray(img).astype(int)
-        # the very square cut from the source, resized (JPEG re-encoding aside)
+        expected = wild.rows[image_id]["face_box"]
         src_img = Image.open(fx.image_path(image_id)).convert("RGB")
         ref = np.asarray(facebox.cut_square(src_img, expected, 32)).astype(int)
         # JPEG re-encoding (4:2:0 chroma) and the draft decode of the large image move single
         # pixels; 4x4-block means match within 6 levels (a cut 2 px off is 10-15 away)
         blk = lambda a: a.reshape(8, 4, 8, 4, 3).mean(axis=(1, 3))  # noqa: E731
         assert np.abs(blk(got) - blk(ref)).mean() < 6, image_id
-        # the face box is painted red: its centre, mapped into the cut, is red (CMYK included)
-        x, y, s, _ = expected
+
+
+def test_prepare_turns_grey_and_cmyk_images_into_rgb(wild):
+    """The face box is painted red in every source image: its centre, mapped into the cut, is
+    red in RGB (CMYK included), and grey stays grey in three equal channels."""
+    fx = wild.fx
+    for i, image_id in enumerate(fx.ids):
+        got = np.asarray(_rgb(wild.rows[image_id]["image"])).astype(int)
+        x, y, s, _ = wild.rows[image_id]["face_box"]
         bx, by, bw, bh = fx.bboxes[i]
-        u, v = int((bx + bw / 2 - x) / s * 32), int((by + bh / 2 - y) / s * 32)
-        c = got[v, u]
-        if i == 3:  # grayscale input: grey, but RGB
+        c = got[int((by + bh / 2 - y) / s * 32), int((bx + bw / 2 - x) / s * 32)]
+        if i == 3:
             assert c[0] == pytest.approx(c[1], abs=3) == pytest.approx(c[2], abs=3)
         else:
             assert c[0] > 150 and c[1] < 100 and c[2] < 100, (image_id, c)
-    # the 120x30 image: box (40, 0, 40, 30) + 10% margin -> (36, -3, 48, 36) -> a 48-px square,
-    # taller than the image: it covers the image's height, black bands top and bottom
-    assert rows["000006.jpg"]["face_box"] == [36.0, -9.0, 48.0, 48.0]
-    wide = np.asarray(_rgb(rows["000006.jpg"]["image"])).astype(int)
+
+
+def test_prepare_pads_a_box_taller_than_its_image_with_black_bands(wild):
+    """The 120x30 image: box (40, 0, 40, 30) + 10% margin -> (36, -3, 48, 36) -> a 48-px
+    square, taller than the image: it covers the image's height, black bands top and bottom."""
+    assert wild.rows["000006.jpg"]["face_box"] == [36.0, -9.0, 48.0, 48.0]
+    wide = np.asarray(_rgb(wild.rows["000006.jpg"]["image"])).astype(int)
     assert wide[0].max() < 40 and wide[-1].max() < 40 and wide[16, 16, 0] > 150
-    assert any("12/12 images, 4/4 shards" in m and "images/s" in m for m in said)
-    assert "wrote 12 images (train 8, val 2, test 2)" in said[-1]
+
+
+def test_prepare_shows_progress_and_a_summary(wild):
+    assert any("12/12 images, 4/4 shards" in m and "images/s" in m for m in wild.said)
+    assert "wrote 12 images (train 8, val 2, test 2)" in wild.said[-1]
 
 
 def test_prepare_aligned_csv_edition_with_limit_and_rerun(ray_local, tmp_path):

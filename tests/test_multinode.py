@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -176,53 +177,78 @@ def _live_placement_groups() -> set[str]:
     return {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"}
 
 
-def test_tune_on_smoke_writes_a_best_config_train_accepts(cluster_job, ray_local):
-    from paw_ray.cli import train_config, build_parser
-    from paw_ray.train.run import train
+@pytest.fixture(scope="module")
+def tuned(cluster_job, ray_local):
+    """One ASHA search of ``whole``'s lr and batch size on the job's run directory; the
+    placement groups its trials left reserved once Ray Train's cleaner had up to 3 minutes
+    (it polls the state API; on a busy 2-core machine that took more than a minute once)."""
     from paw_ray.train.tune import run_tune
 
-    run_dir = cluster_job["run_dir"]
     assert cluster_job["succeeded"]
-    cfg = job_config()
     logs: list[str] = []
     space = {"lr": {"loguniform": [3e-4, 1e-2]}, "batch_size": {"choice": [16, 32]}}
     before_pgs = _live_placement_groups()
-    summary = run_tune(cfg, run_dir, "whole", num_samples=3, scheduler="asha", space=space, log=logs.append)
-    # trials stopped early leave no reserved resources behind: Ray Train's cleaner frees them, polling
-    # the state API; on a busy 2-core machine that took more than a minute once
+    summary = run_tune(job_config(), cluster_job["run_dir"], "whole", num_samples=3, scheduler="asha", space=space,
+                       log=logs.append)
     deadline = time.time() + 180
     while _live_placement_groups() - before_pgs and time.time() < deadline:
         time.sleep(2)
-    assert not _live_placement_groups() - before_pgs
+    return SimpleNamespace(run_dir=cluster_job["run_dir"], summary=summary, logs=logs,
+                           leaked=_live_placement_groups() - before_pgs,
+                           stage_dir=os.path.join(cluster_job["run_dir"], "tune", "whole"))
+
+
+def test_tune_leaves_no_placement_group_reserved(tuned):
+    assert not tuned.leaked
+
+
+def test_tune_reuses_the_stages_before_the_tuned_one(tuned):
     for stage in ("frl", "hint"):
-        assert f"[{stage}] complete for this config: reused" in logs
-    trials = summary["trials"]
-    assert len(trials) == 3 and summary["counts"]["error"] == 0, trials
+        assert f"[{stage}] complete for this config: reused" in tuned.logs
+
+
+def test_tune_trials_complete_or_stop_early_within_the_space(tuned):
+    trials = tuned.summary["trials"]
+    assert len(trials) == 3 and tuned.summary["counts"]["error"] == 0, trials
     for t in trials:
         assert t["status"] in ("completed", "early_stopped")
         assert set(t["params"]) == {"lr", "batch_size"} and 1 <= t["epochs_run"] <= 3
         assert (t["status"] == "early_stopped") == (t["epochs_run"] < 3)
-    assert summary["best"]["status"] == "completed"
-    stage_dir = os.path.join(run_dir, "tune", "whole")
-    for name in ("summary.json", "summary.md", "best.yaml"):
-        assert os.path.exists(os.path.join(stage_dir, name)), name
-        assert os.path.exists(os.path.join(stage_dir, summary["search"], name)), name
-    md = open(os.path.join(stage_dir, "summary.md")).read()
-    assert all(t["trial_id"] in md for t in trials)
-    print("\n" + md)
+    assert tuned.summary["best"]["status"] == "completed"
 
-    # `paw-ray train --set-from best.yaml` takes it ...
-    best_yaml = os.path.join(stage_dir, "best.yaml")
-    args = build_parser().parse_args(["train", "--preset", "smoke", "--set-from", best_yaml,
+
+def test_tune_writes_its_summary_and_best_config_twice(tuned):
+    """In ``tune/whole/`` (the latest search) and in the search's own folder."""
+    for name in ("summary.json", "summary.md", "best.yaml"):
+        assert os.path.exists(os.path.join(tuned.stage_dir, name)), name
+        assert os.path.exists(os.path.join(tuned.stage_dir, tuned.summary["search"], name)), name
+    md = open(os.path.join(tuned.stage_dir, "summary.md")).read()
+    assert all(t["trial_id"] in md for t in tuned.summary["trials"])
+
+
+def _best_config(tuned):
+    """``paw-ray train --set-from best.yaml``: the config that command line gives."""
+    from paw_ray.cli import build_parser, train_config
+
+    args = build_parser().parse_args(["train", "--preset", "smoke", "--set-from",
+                                      os.path.join(tuned.stage_dir, "best.yaml"),
                                       *sum((["--set", s] for s in JOB_SETS), [])])
-    best_cfg = train_config(args)
-    assert best_cfg.whole.lr == pytest.approx(summary["best"]["params"]["lr"])
-    assert best_cfg.whole.batch_size == summary["best"]["params"]["batch_size"]
-    # ... and trains with it: whole reruns with the tuned values, its inputs reused
-    before = Manifest.load_or_create(run_dir)
-    train_logs: list[str] = []
-    train(best_cfg, run_dir, only={"frl", "hint", "whole"}, log=train_logs.append)
-    after = Manifest.load_or_create(run_dir)
+    return train_config(args)
+
+
+def test_train_takes_the_best_config_from_best_yaml(tuned):
+    best_cfg = _best_config(tuned)
+    assert best_cfg.whole.lr == pytest.approx(tuned.summary["best"]["params"]["lr"])
+    assert best_cfg.whole.batch_size == tuned.summary["best"]["params"]["batch_size"]
+
+
+def test_training_with_the_best_config_reruns_whole_and_reuses_its_inputs(tuned):
+    from paw_ray.train.run import train
+
+    best_cfg = _best_config(tuned)
+    before = Manifest.load_or_create(tuned.run_dir)
+    train(best_cfg, tuned.run_dir, only={"frl", "hint", "whole"}, log=lambda _: None)
+    after = Manifest.load_or_create(tuned.run_dir)
     assert after.stages["frl"].finished_at == before.stages["frl"].finished_at
     assert after.stages["whole"].finished_at > before.stages["whole"].finished_at
     assert after.stages["whole"].config["whole"]["lr"] == pytest.approx(best_cfg.whole.lr)
