@@ -42,7 +42,7 @@ from paw_ray import config as C
 from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.feed import EpochFeed
-from paw_ray.data.stream import RowDecoder, decode_batch, image_stream
+from paw_ray.data.stream import RowDecoder, consumer_decoder, decode_batch, image_stream
 from paw_ray.train.loop import epoch_lr, make_optimizer
 from paw_ray.train.manifest import Manifest
 from paw_ray.train.run import train
@@ -121,7 +121,7 @@ def stream_first_epoch_rate(data_dir: str, image_size: int, batch: int, decode_i
     decoder = RowDecoder(image_size)
     ds = image_stream(data_dir, "train", decoder, shuffle=True, seed=0, decode_in=decode_in)
     feed = EpochFeed(ds.streaming_split(1, equal=True)[0], batch_size=batch, device="cpu", flip_seed=0,
-                     decoder=decoder if decode_in == "consumer" else None, decode_threads=threads)
+                     decoder=consumer_decoder(decoder, decode_in), decode_threads=threads)
     n, t = 0, time.perf_counter()
     for b in feed.epoch(0):
         n += len(b["image_id"])

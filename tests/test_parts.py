@@ -45,6 +45,9 @@ def test_a_part_task_trains_from_memory_disk_or_the_stream(ray_local, part_input
     sources = [h["input"] for h in record["history"]]
     assert sources == (["stream"] * 3 if placement is None else ["stream"] + [f"cache:{placement}"] * 2)
     assert [h["train_rows"] for h in record["history"]] == [rows["train"]] * 3, "every row, every epoch"
+    assert [h["val_input"] for h in record["history"]] == (
+        ["stream"] * 3 if placement is None else [f"cache:{placement}"] * 3), \
+        "kept rows: the val crops came with the first training pass, so the val split never streams alone"
     decoded = sum(h["train_rows"] for h in record["history"] if h["input"] == "stream")
     assert decoded == rows["train"] * (3 if placement is None else 1), "a cached task decodes each image once"
     assert all(np.isfinite(h["train_loss"]) and 0 < h["val_mean_accuracy"] <= 1 for h in record["history"])

@@ -14,9 +14,9 @@ from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD, StreamStats, flip_decisions, model_batch
 from paw_ray.data.cache import choose_placement
-from paw_ray.data.feed import EpochFeed, decoded_in_order
-from paw_ray.data.stream import (CentresTable, RowDecoder, decode_batch, decode_image, decode_jpeg_batch, decode_pil,
-                                 image_stream, window_corners)
+from paw_ray.data.feed import EpochFeed, Holdout, decoded_in_order, rebatched
+from paw_ray.data.stream import (CentresTable, RowDecoder, consumer_decoder, decode_batch, decode_image,
+                                 decode_jpeg_batch, decode_pil, image_stream, window_corners)
 
 N_TRAIN, N_TEST, SIZE = 200, 20, 32
 CORRUPT_ID = "img-0007"
@@ -331,6 +331,72 @@ def test_a_cache_cut_short_is_not_kept(ray_local, data_dir, tmp_path):
     _epoch(feed, 1)
     assert feed.cache is not None and len(feed.cache) == N_TRAIN
     assert not list(tmp_path.iterdir()), "a disk cache's file is unlinked once mapped"
+
+
+def test_rebatched_keeps_every_row_in_order_at_the_batch_size():
+    spans = ((0, 5), (5, 5), (5, 12), (12, 13), (13, 30))
+    batches = [{"image_id": np.array([f"r{i}" for i in range(lo, hi)], dtype=object), "image": torch.arange(lo, hi)}
+               for lo, hi in spans]
+    out = list(rebatched(batches, 8))
+    assert [len(b["image_id"]) for b in out] == [8, 8, 8, 6]
+    np.testing.assert_array_equal(np.concatenate([b["image_id"] for b in out]), [f"r{i}" for i in range(30)])
+    torch.testing.assert_close(torch.cat([b["image"] for b in out]), torch.arange(30))
+
+
+def _joint_feeds(data_dir, decoder, placement, spill_dir):
+    """A part task's feeds over one stream of train and val (``parts.train_part``)."""
+    val = EpochFeed(image_stream(data_dir, "val", decoder), batch_size=16, device="cpu", placement=placement,
+                    spill_dir=spill_dir)
+    train = EpochFeed(image_stream(data_dir, ("train", "val"), decoder, shuffle=True, seed=3), batch_size=16,
+                      device="cpu", placement=placement, flip_seed=3, shuffle_seed=3, spill_dir=spill_dir,
+                      holdout=Holdout(shards.split_ids(data_dir, "val"), val))
+    return train, val
+
+
+def _same_rows(served, truth):
+    assert sorted(served["image_id"]) == sorted(truth["image_id"])
+    row = {image_id: i for i, image_id in enumerate(truth["image_id"])}
+    j = np.array([row[i] for i in served["image_id"]])
+    for key in ("image", "labels") + (("flipped",) if "flipped" in truth else ()):
+        np.testing.assert_array_equal(served[key], truth[key][j])
+
+
+@pytest.mark.parametrize("placement", ["host", "disk"])
+def test_one_stream_of_train_and_val_serves_each_split_its_own_rows(ray_local, data_dir, tmp_path, placement):
+    """The training feed serves only its own rows, at the batch size, with the pixels, labels
+    and flips of the train split's own stream; the val rows fill the validation feed's cache,
+    which serves what the val split's own stream serves."""
+    ids = [i for split in ("train", "val") for i in shards.split_ids(data_dir, split)]
+    centres = ray_local.put(CentresTable.from_arrays(ids, np.random.default_rng(1).uniform(0, 1, (len(ids), 40, 2))))
+    decoder = RowDecoder(SIZE, centres=centres, part=7, part_size=16)
+    train, val = _joint_feeds(data_dir, decoder, placement, str(tmp_path))
+    batches = list(train.epoch(0))
+    assert len(batches) == -(-N_TRAIN // 16), "rebatched: full batches despite the val rows taken out"
+    served = _epoch(train, 1)  # the same rows from the cache, to compare as columns
+    assert train.last_source == f"cache:{placement}"
+    alone = EpochFeed(image_stream(data_dir, "train", decoder, shuffle=True, seed=3), batch_size=16, device="cpu",
+                      flip_seed=3)
+    _same_rows(served, _epoch(alone, 1))
+    assert val.cache is not None and len(val.cache) == N_TEST
+    served_val = _epoch(val, 0)
+    assert val.last_source == f"cache:{placement}", "the val split was never streamed on its own"
+    _same_rows(served_val, _epoch(EpochFeed(image_stream(data_dir, "val", decoder), batch_size=16, device="cpu"), 0))
+
+
+def test_a_joint_pass_cut_short_leaves_the_val_feed_streaming(ray_local, data_dir, tmp_path):
+    train, val = _joint_feeds(data_dir, RowDecoder(SIZE), "host", str(tmp_path))
+    for _ in train.epoch(0):
+        break  # max_steps: the first pass stops early
+    assert train.cache is None and val.cache is None
+    assert len(_epoch(val, 0)["image_id"]) == N_TEST and val.last_source == "stream"
+
+
+def test_only_a_consumer_of_encoded_rows_decodes_them():
+    decoder = RowDecoder(SIZE)
+    assert consumer_decoder(decoder, "consumer") is decoder
+    assert consumer_decoder(decoder, "tasks") is None
+    with pytest.raises(ValueError, match="decode_in"):
+        consumer_decoder(decoder, "auto")  # resolved by config.decode_place before it gets here
 
 
 def test_rows_over_the_budget_keep_streaming(tmp_path):

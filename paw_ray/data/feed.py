@@ -11,13 +11,20 @@ A stream whose rows are still encoded (``image_stream(decode_in="consumer")``) i
 here by its ``RowDecoder``: ``decode_threads`` batches at a time in side threads (the decoders
 release the GIL), in the stream's order, one batch ahead of the step; on a CUDA device a
 batch of JPEG rows is decoded there by nvJPEG.
+
+A part task reads its train and val rows as one stream (one Ray Data execution instead of
+two): the training feed's first pass routes the val rows into the validation feed's cache
+(``Holdout``) and serves its own rows at the fixed batch size (``rebatched``).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 import torch
 
@@ -25,7 +32,7 @@ from paw_ray.data.batches import StreamStats, model_batch, prefetch
 from paw_ray.data.cache import DecodedCache
 from paw_ray.data.stream import RowDecoder
 
-__all__ = ["EpochFeed", "decoded_in_order"]
+__all__ = ["EpochFeed", "Holdout", "decoded_in_order", "rebatched"]
 
 
 def decoded_in_order(tables: Iterable, decode, threads: int) -> Iterator[dict[str, Any]]:
@@ -41,6 +48,53 @@ def decoded_in_order(tables: Iterable, decode, threads: int) -> Iterator[dict[st
             yield pending.popleft().result()
 
 
+def _take(batch: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+    index = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            index[key] = value[torch.as_tensor(keep, device=value.device)]
+        else:
+            index[key] = value[keep]
+    return index
+
+
+def _joined(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(batches) == 1:
+        return batches[0]
+    return {key: (torch.cat([b[key] for b in batches]) if isinstance(batches[0][key], torch.Tensor)
+                  else np.concatenate([b[key] for b in batches])) for key in batches[0]}
+
+
+def rebatched(batches: Iterable[dict[str, Any]], batch_size: int) -> Iterator[dict[str, Any]]:
+    """The rows of ``batches`` (column dicts) in the same order, as batches of ``batch_size``
+    rows; only the last may be smaller."""
+    pending: list[dict[str, Any]] = []
+    held = 0
+    for batch in batches:
+        n = len(batch["image_id"])
+        if n == 0:
+            continue
+        pending.append(batch)
+        held += n
+        while held >= batch_size:
+            whole = _joined(pending)
+            yield _take(whole, np.arange(batch_size))
+            rest = _take(whole, np.arange(batch_size, held))
+            held -= batch_size
+            pending = [rest] if held else []
+    if held:
+        yield _joined(pending)
+
+
+@dataclass
+class Holdout:
+    """The rows of another split that share a feed's stream (``ids``), and the feed they
+    belong to: the stream's first full pass fills that feed's cache with them."""
+
+    ids: frozenset[str]
+    feed: "EpochFeed"
+
+
 class EpochFeed:
     """``epoch(e, stats)`` yields the model batches of epoch ``e``.
 
@@ -49,12 +103,16 @@ class EpochFeed:
     the first pass (``choose_placement``; None streams every epoch). ``flip_seed`` turns on
     the training flips; ``shuffle_seed`` the reordering of cached epochs. ``decoder``: the
     ``RowDecoder`` of a stream that carries encoded rows (None: the stream decodes).
+    ``holdout``: the stream also carries another split's rows (``Holdout``), which a
+    streamed epoch routes to that split's feed instead of serving them.
     """
 
     def __init__(self, stream, *, batch_size: int, device, placement: str | None = None,
                  flip_seed: int | None = None, shuffle_seed: int | None = None, spill_dir: str | None = None,
-                 prefetch_batches: int = 2, decoder: RowDecoder | None = None, decode_threads: int = 1):
+                 prefetch_batches: int = 2, decoder: RowDecoder | None = None, decode_threads: int = 1,
+                 holdout: Holdout | None = None):
         self.stream, self.batch_size, self.device = stream, batch_size, device
+        self.holdout = holdout
         self.decoder, self.decode_threads = decoder, decode_threads
         self.placement, self.spill_dir = placement, spill_dir
         self.flip_seed, self.shuffle_seed, self.prefetch_batches = flip_seed, shuffle_seed, prefetch_batches
@@ -68,6 +126,8 @@ class EpochFeed:
         else:
             self.last_source = "stream"
             raw = self._streamed()
+            if self.holdout is not None:
+                raw = rebatched(self._routing(raw), self.batch_size)
             if self.placement is not None:
                 raw = self._keeping(raw)
 
@@ -85,6 +145,29 @@ class EpochFeed:
         tables = self.stream.iter_batches(batch_size=self.batch_size, batch_format="pyarrow",
                                           prefetch_batches=self.prefetch_batches)
         return decoded_in_order(tables, lambda t: self.decoder(t, jpeg_device), self.decode_threads)
+
+    def _routing(self, raw) -> Iterator[dict[str, Any]]:
+        """This feed's rows of the stream's batches; the held-out rows go into a new cache of
+        the holdout's feed, which serves that feed's epochs from then on if the pass ran to its
+        end and the feed had none (else they are dropped: that feed streams its own split)."""
+        target = self.holdout.feed
+        building = (DecodedCache(target.placement, target.device, target.spill_dir)
+                    if target.cache is None and target.placement is not None else None)
+        complete = False
+        try:
+            for batch in raw:
+                held = np.fromiter((str(i) in self.holdout.ids for i in batch["image_id"]), dtype=bool,
+                                   count=len(batch["image_id"]))
+                if building is not None and held.any():
+                    building.add(_take(batch, held))
+                yield _take(batch, ~held) if held.any() else batch
+            complete = True
+        finally:
+            if building is not None:
+                if complete:
+                    target.cache = building.finish()
+                else:
+                    building.discard()
 
     def _keeping(self, raw) -> Iterator[dict[str, Any]]:
         """The stream's batches, each also added to a new cache; the cache serves the next

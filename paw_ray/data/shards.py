@@ -53,6 +53,7 @@ __all__ = [
     "validate_table",
     "shard_files",
     "rows_to_table",
+    "split_ids",
     "label_positive_rate",
     "check_splits",
     "check_data",
@@ -199,6 +200,15 @@ def shard_files(data_dir: str, info: DatasetInfo, split: str) -> list[str]:
         if not storage.exists(f):
             raise ShardError(f"{f}: shard listed in dataset.json is missing")
     return files
+
+
+def split_ids(data_dir: str, split: str) -> frozenset[str]:
+    """The image ids of ``split``, read from the id column alone."""
+    ids: set[str] = set()
+    for f in shard_files(data_dir, read_info(data_dir), split):
+        fs, path = storage.resolve(f)
+        ids.update(pq.read_table(path, columns=["image_id"], filesystem=fs).column("image_id").to_pylist())
+    return frozenset(ids)
 
 
 def label_positive_rate(data_dir: str, split: str = "train") -> np.ndarray:

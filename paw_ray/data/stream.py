@@ -46,7 +46,7 @@ from paw_ray.data import shards
 from paw_ray.errors import PawRayError
 
 __all__ = ["CentresTable", "RowDecoder", "image_stream", "decode_batch", "decode_image", "decode_pil",
-           "decode_torchvision", "decode_jpeg_batch", "window_corners"]
+           "decode_torchvision", "decode_jpeg_batch", "window_corners", "consumer_decoder"]
 
 
 @dataclass
@@ -251,7 +251,7 @@ class RowDecoder:
 
 def image_stream(
     data_dir: str,
-    split: str,
+    split: str | tuple[str, ...],
     decoder: RowDecoder,
     *,
     shuffle: bool = False,
@@ -260,7 +260,8 @@ def image_stream(
     cue_boxes: bool = False,
     decode_in: str = "tasks",
 ):
-    """A streaming ``ray.data.Dataset`` of one split, for ``iter_batches``.
+    """A streaming ``ray.data.Dataset`` of one split, for ``iter_batches``; a tuple of
+    splits reads them as one stream (one Ray Data execution: a part task's train and val).
 
     ``decoder`` says what the rows become: whole images at its ``image_size``, with part
     centres where it has ``centres``, or only attribute j's window where it has ``part`` = j.
@@ -274,7 +275,8 @@ def image_stream(
     if decode_in not in DECODE_PLACES:
         raise ValueError(f"decode_in must be one of {DECODE_PLACES}, got {decode_in!r}")
     info = shards.read_info(data_dir)
-    files = shards.shard_files(data_dir, info, split)
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    files = [f for s in splits for f in shards.shard_files(data_dir, info, s)]
     if not files:
         raise shards.ShardError(f"{data_dir}: no shards for split {split!r}")
 
@@ -288,3 +290,12 @@ def image_stream(
     if decode_in == "consumer":
         return ds
     return ds.map_batches(decoder, batch_format="pyarrow", batch_size=256, num_cpus=op_cpus)
+
+
+def consumer_decoder(decoder: RowDecoder, decode_in: str) -> RowDecoder | None:
+    """What the consumer of ``image_stream(..., decoder, decode_in=decode_in)`` decodes its
+    rows with (``EpochFeed(decoder=...)``): that decoder where the rows stay encoded, None
+    where they arrive decoded."""
+    if decode_in not in DECODE_PLACES:
+        raise ValueError(f"decode_in must be one of {DECODE_PLACES}, got {decode_in!r}")
+    return decoder if decode_in == "consumer" else None

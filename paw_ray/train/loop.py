@@ -247,6 +247,7 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
     }
     if validation:
         metrics["val_loss"], metrics["val_mean_accuracy"] = val["loss"], val["mean_accuracy"]
+        metrics["val_input"] = val_feed.last_source
     if getattr(device, "type", "") == "cuda":
         metrics["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     if metrics["decode_failures"] and log_prefix:

@@ -22,7 +22,7 @@ from typing import Callable
 from paw_ray import storage
 from paw_ray.config import Config, decode_place, to_dict
 from paw_ray.data import shards
-from paw_ray.data.stream import RowDecoder, image_stream
+from paw_ray.data.stream import RowDecoder, consumer_decoder, image_stream
 from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
 from paw_ray.errors import PawRayError
 from paw_ray.train.cluster import check_placement_fits, ensure_ray
@@ -207,6 +207,6 @@ def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=Non
     prior = shards.label_positive_rate(data_dir, "train")
     rows = shards.read_info(data_dir).num_rows
     return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior, rows,
-                           decoder=decoder if decode_in == "consumer" else None,
+                           decoder=consumer_decoder(decoder, decode_in),
                            callbacks=callbacks)
 

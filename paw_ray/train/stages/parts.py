@@ -5,7 +5,8 @@ trained alone on the stream of attribute j's window — cut on the fly from the 
 centres by the stream's ``RowDecoder(part=j)``, so the task moves only its own crop — to predict
 all 40 attributes. The task's first epoch streams; its crops are kept after that pass
 (``EpochFeed``: in memory within ``parts.cache_mb``, beyond it in a memory-mapped file on
-the node's local disk), and the later epochs reshuffle and re-flip them instead of
+the node's local disk; the pass reads train and val as one stream and keeps the val crops
+too), and the later epochs reshuffle and re-flip them instead of
 decoding every full image again: each image is decoded once per task. Each task has its own resources
 (``parts.num_cpus``, fractional ``parts.num_gpus`` to share a GPU), Ray retries it when
 its process or node dies (``parts.max_retries``), and it keeps its own checkpoint after
@@ -36,8 +37,8 @@ from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.config import to_dict
 from paw_ray.data import shards
 from paw_ray.data.cache import choose_placement, row_bytes
-from paw_ray.data.feed import EpochFeed
-from paw_ray.data.stream import RowDecoder, image_stream
+from paw_ray.data.feed import EpochFeed, Holdout
+from paw_ray.data.stream import RowDecoder, consumer_decoder, image_stream
 from paw_ray.errors import StageFailed, root_message
 from paw_ray.models.paw import PartSubnets
 from paw_ray.models.students import SNet
@@ -115,7 +116,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     decoder = RowDecoder(cfg.data.image_size, centres=centres_ref, part=part, part_size=cfg.data.part_size)
     decode_in = C.decode_place(cfg.data.decode_in, part_task=True)
     common = dict(op_cpus=cfg.data.op_cpus, decode_in=decode_in)
-    consumer = dict(decoder=decoder if decode_in == "consumer" else None,
+    consumer = dict(decoder=consumer_decoder(decoder, decode_in),
                     decode_threads=threads_for(pc.num_cpus), spill_dir=tempfile.gettempdir())
     seed = cfg.seed * 100 + part
     epochs = C.epochs_to_run(cfg, pc.epochs)
@@ -125,10 +126,16 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
     placement = choose_placement(nbytes, pc.cache_mb, device, spill_dir=tempfile.gettempdir(),
                                  consumers_on_node=max(1, math.floor((os.cpu_count() or 1) / max(pc.num_cpus, 1e-3)))) \
         if epochs_left > 1 else None
-    feeds = (EpochFeed(image_stream(data_dir, "train", decoder, shuffle=True, seed=seed, **common), batch_size=pc.batch_size,
-                       device=device, placement=placement, flip_seed=seed, shuffle_seed=seed, **consumer),
-             EpochFeed(image_stream(data_dir, "val", decoder, **common), batch_size=pc.batch_size, device=device,
-                       placement=placement, **consumer))
+    val_feed = EpochFeed(image_stream(data_dir, "val", decoder, **common), batch_size=pc.batch_size, device=device,
+                         placement=placement, **consumer)
+    # Rows kept: the first pass reads train and val as one stream (one Ray Data execution) and
+    # fills the val cache on its way; the val stream above runs only if that pass is cut short.
+    holdout = Holdout(shards.split_ids(data_dir, "val"), val_feed) if placement is not None else None
+    train_stream = image_stream(data_dir, ("train", "val") if holdout else "train", decoder, shuffle=True, seed=seed,
+                                **common)
+    train_feed = EpochFeed(train_stream, batch_size=pc.batch_size, device=device, placement=placement,
+                           flip_seed=seed, shuffle_seed=seed, holdout=holdout, **consumer)
+    feeds = (train_feed, val_feed)
     t0 = time.time()
     for epoch in range(start_epoch, max(epochs, 1)):
         checkpointed = validates(epoch, epochs, pc.val_every)
