@@ -47,7 +47,7 @@ import yaml
 
 from paw_ray import config as C
 from paw_ray import storage
-from paw_ray.errors import PawRayError
+from paw_ray.errors import PawRayError, root_message
 from paw_ray.train.manifest import stage_fingerprint
 from paw_ray.train.resources import how_many_fit
 from paw_ray.train.run import run_ray_train_stage, train
@@ -253,7 +253,7 @@ def _trial_record(result, space: dict[str, Any], cfg: C.Config, stage: str) -> d
         "epochs_run": ran,
         "epochs_planned": planned,
         "status": status,
-        "error": _short_error(result.error) if result.error is not None else "",
+        "error": root_message(result.error)[:300] if result.error is not None else "",
         "path": result.path,
     }
 
@@ -265,15 +265,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    if stage not in TRAIN_STAGES:
-        raise TuneError(f"--stage {stage!r}: tunable stages are the Ray Train stages "
-                        f"{', '.join(TRAIN_STAGES)}")
-    if num_samples < 1:
-        raise TuneError("--num-samples must be >= 1")
-    if scheduler not in ("asha", "fifo"):
-        raise TuneError(f"--scheduler {scheduler!r}: choose asha or fifo")
-    space = dict(space) if space is not None else default_space(cfg, stage)
-    check_space(space, cfg, stage)
+    space = _checked_request(cfg, stage, num_samples, scheduler, space)
     run_dir = storage.absolute(run_dir)
 
     # the stage's inputs: run, or reuse when complete for this config
@@ -331,11 +323,7 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
         "best": best, "wall_time_s": wall,
         "counts": {s: sum(t["status"] == s for t in trials) for s in ("completed", "early_stopped", "error")},
     }
-    best_yaml = _best_yaml(summary)
-    for where in (search_dir, stage_dir):
-        storage.write_json_atomic(storage.join(where, "summary.json"), summary)
-        storage.write_bytes_atomic(storage.join(where, "summary.md"), format_tune_summary(summary).encode())
-        storage.write_bytes_atomic(storage.join(where, "best.yaml"), best_yaml.encode())
+    _write_summary(summary, search_dir, stage_dir)
     summary["best_yaml"] = storage.join(stage_dir, "best.yaml")
     log(f"[tune] {len(trials)} trial(s) in {wall:.0f}s: " + ", ".join(
         f"{n} {s.replace('_', ' ')}" for s, n in summary["counts"].items() if n)
@@ -343,9 +331,29 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     return summary
 
 
-def _short_error(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[-1] if text else type(err).__name__)[:300]
+def _checked_request(cfg: C.Config, stage: str, num_samples: int, scheduler: str,
+                     space: dict[str, Any] | None) -> dict[str, Any]:
+    """The search space to use (the stage's default when None), once the request is valid."""
+    if stage not in TRAIN_STAGES:
+        raise TuneError(f"--stage {stage!r}: tunable stages are the Ray Train stages "
+                        f"{', '.join(TRAIN_STAGES)}")
+    if num_samples < 1:
+        raise TuneError("--num-samples must be >= 1")
+    if scheduler not in ("asha", "fifo"):
+        raise TuneError(f"--scheduler {scheduler!r}: choose asha or fifo")
+    space = dict(space) if space is not None else default_space(cfg, stage)
+    check_space(space, cfg, stage)
+    return space
+
+
+def _write_summary(summary: dict, search_dir: str, stage_dir: str) -> None:
+    """``summary.json``, ``summary.md`` and ``best.yaml`` in the search's folder and, as the
+    latest search, in the stage's."""
+    best_yaml = _best_yaml(summary)
+    for where in (search_dir, stage_dir):
+        storage.write_json_atomic(storage.join(where, "summary.json"), summary)
+        storage.write_bytes_atomic(storage.join(where, "summary.md"), format_tune_summary(summary).encode())
+        storage.write_bytes_atomic(storage.join(where, "best.yaml"), best_yaml.encode())
 
 
 def _best_yaml(summary: dict) -> str:

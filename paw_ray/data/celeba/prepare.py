@@ -25,6 +25,7 @@ from paw_ray.data.annotations import CelebAError
 from paw_ray.data.celeba.images import JPEG_QUALITY, chunk_task
 from paw_ray.data.celeba.layout import CelebAFiles, choose_image_dir, find_files
 from paw_ray.data.celeba.plan import SPLIT_RULE, Drops, Plan, load_annotations, split_shares
+from paw_ray.errors import root_message
 
 DEFAULT_CHUNK_SIZE = 2000
 
@@ -111,9 +112,7 @@ def _run_chunks(specs: list[dict], *, strict: bool, drops: Drops, total: int,
             except StopIteration:
                 break
             except ray_errors as e:  # a worker died, ran out of memory, ...: say so in one line
-                cause = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-                raise CelebAError(f"preparing {_out_hint(specs)} failed in a Ray task: "
-                                  f"{cause[-1] if cause else type(e).__name__}") from e
+                raise CelebAError(f"preparing {_out_hint(specs)} failed in a Ray task: {root_message(e)}") from e
             errors = json.loads(res["errors"])
             write_errors = [e for e in errors if e["reason"] == "shard write failed"]
             if write_errors:
@@ -219,8 +218,7 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
     shares = None if split_fraction is None else split_shares(split_fraction)
     strict = not allow_partial
     # Tasks on other nodes resolve paths against their own working folder: make local ones absolute.
-    root = storage.local_path(root) if storage.is_local(root) else root
-    out = storage.local_path(out) if storage.is_local(out) else out
+    root, out = storage.absolute(root), storage.absolute(out)
     t0 = time.perf_counter()
     files = find_files(root, aligned, need_partition=shares is None)
     if shares and files.partition:
