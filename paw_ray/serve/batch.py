@@ -31,7 +31,7 @@ from paw_ray.data import shards
 from paw_ray.data.stream import RowDecoder, image_stream
 from paw_ray.errors import PawRayError
 from paw_ray.train.trained_run import open_run
-from paw_ray.train.resources import given_device, how_many_fit
+from paw_ray.train.resources import given_device, how_many_fit, threads_for
 
 __all__ = ["CascadePredictor", "predict_shards", "prediction_schema"]
 
@@ -46,8 +46,8 @@ def prediction_schema() -> pa.Schema:
 class CascadePredictor:
     """Ray Data actor: decoded batches -> prediction rows, with the cascade loaded once."""
 
-    def __init__(self, run_dir: str, stored_size: int, num_threads: int = 1):
-        torch.set_num_threads(max(1, num_threads))
+    def __init__(self, run_dir: str, stored_size: int, cpus: float = 1.0):
+        torch.set_num_threads(threads_for(cpus))
         self.device = given_device()
         self.cascade = open_run(run_dir).cascade().to(self.device)
         self.scale = stored_size / self.cascade.image_size  # network pixels -> stored image pixels
@@ -128,7 +128,7 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     ds = ds.map_batches(
         CascadePredictor,
         fn_constructor_kwargs={"run_dir": run_dir, "stored_size": info.image_size,
-                               "num_threads": int(actor_cpus)},
+                               "cpus": actor_cpus},
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=actor_cpus,
         num_gpus=gpus_per_actor,

@@ -32,7 +32,7 @@ from paw_ray.models.paw import PartSubnets, PaW
 from paw_ray.models.students import SNet
 from paw_ray.models.windows import crop_windows, part_windows
 from paw_ray.train.checkpoints import load_state
-from paw_ray.train.resources import given_device
+from paw_ray.train.resources import given_device, threads_for
 from paw_ray.train.stage_table import StageRun
 from paw_ray.train.stages.frl import load_frl
 from paw_ray.train.stages.localize import load_centres
@@ -46,8 +46,8 @@ RESULT_ROWS = ("frl", "whole", "part", "paw", "majority")
 class Scorer:
     """Ray Data actor: a batch of test images -> the 40 scores of each network."""
 
-    def __init__(self, cfg_dict: dict, inputs: dict[str, str], num_threads: int = 1):
-        torch.set_num_threads(max(1, num_threads))
+    def __init__(self, cfg_dict: dict, inputs: dict[str, str], cpus: float = 1.0):
+        torch.set_num_threads(threads_for(cpus))
         cfg = C.from_dict(cfg_dict)
         self.device = given_device()
         self.frl = load_frl(cfg, inputs["frl"])
@@ -203,7 +203,7 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
     centres_ref = ray.put(load_centres(inputs["localize"]))
     ds = image_stream(data_dir, "test", RowDecoder(cfg.data.image_size, centres=centres_ref),
                       op_cpus=cfg.data.op_cpus, cue_boxes=True)
-    ds = ds.map_batches(Scorer, fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "inputs": inputs},
+    ds = ds.map_batches(Scorer, fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "inputs": inputs, "cpus": 1.0},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1.0,
                         batch_size=cfg.evaluate.batch_size, batch_format="numpy")
     cols: dict[str, list] = {}

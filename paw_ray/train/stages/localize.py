@@ -28,7 +28,7 @@ from paw_ray.data import shards
 from paw_ray.data.batches import model_batch
 from paw_ray.data.stream import CentresTable, RowDecoder, image_stream
 from paw_ray.models.windows import grid_centres, part_centres
-from paw_ray.train.resources import given_device
+from paw_ray.train.resources import given_device, threads_for
 from paw_ray.train.stage_table import StageRun
 from paw_ray.train.stages.frl import load_frl
 
@@ -40,8 +40,8 @@ CENTRES_FILE = "centres.parquet"
 class FRLLocalizer:
     """Ray Data actor: images -> 40 part centres per image, with the FRL loaded once."""
 
-    def __init__(self, cfg_dict: dict, frl_location: str, num_threads: int = 1):
-        torch.set_num_threads(max(1, num_threads))
+    def __init__(self, cfg_dict: dict, frl_location: str, cpus: float = 1.0):
+        torch.set_num_threads(threads_for(cpus))
         self.cfg = C.from_dict(cfg_dict)
         self.device = given_device()
         self.model = load_frl(self.cfg, frl_location).to(self.device).eval()
@@ -90,7 +90,7 @@ def run_localize(cfg, data_dir: str, run_dir: str, frl_location: str | None) -> 
         ds = ds.map_batches(
             FRLLocalizer,
             fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "frl_location": frl_location,
-                                   "num_threads": int(cpus)},
+                                   "cpus": cpus},
             compute=ray.data.ActorPoolStrategy(size=lc.num_actors),
             num_gpus=lc.gpus_per_actor,
             num_cpus=cpus,
