@@ -12,9 +12,8 @@ column when the file names one column more than the expected ones (empty, as
 ...), spaces after the commas, quoted cells (``"000001.jpg","-1"``), and, in every
 format, attribute values -1/1, 0/1 or False/True (one encoding per file, told by its
 first row with a negative value; returned as -1/1) and partition values 0/1/2 or
-train/val/test. Parsing is vectorised with numpy over the whole file (about 1.3 s
-of CPU for the 202,599 rows of 40 attributes); rows are looked at one by one only to
-word the message of a row that failed the vectorised checks.
+train/val/test. Parsing is vectorised with numpy over the whole file; rows are looked
+at one by one only to word the message of a row that failed the vectorised checks.
 """
 
 from __future__ import annotations

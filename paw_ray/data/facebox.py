@@ -31,6 +31,7 @@ it is the ``face_box`` column of the shards. ``cut_square`` cuts it and resizes 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 __all__ = [
     "FaceBoxError",
@@ -173,8 +174,6 @@ def cut_square(image, square, size: int, resample=None, scale: float = 1.0):
     resize it to ``size`` x ``size`` (LANCZOS by default). Parts of the square outside
     the image are filled with ``PAD_FILL``. ``scale`` is the size of ``image`` relative
     to the source (``1/2``, ``1/4``, ``1/8`` after a JPEG draft decode)."""
-    from PIL import Image
-
     if resample is None:
         resample = Image.Resampling.LANCZOS
     x, y, s, _ = (float(v) for v in np.asarray(square, dtype=np.float64).ravel())

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image
 
 from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.config import DECODE_PLACES
@@ -94,8 +95,6 @@ def decode_image(data: bytes, image_size: int) -> np.ndarray:
     torchvision, which decodes the same pixels as PIL faster; PNG (SynthFaces), anything
     else, and a JPEG to be resized go through PIL, which scales a large JPEG in the DCT
     (``benchmarks/bench_decode.py`` measures the two)."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:  # reads the header only
         if im.format == "JPEG" and im.size == (image_size, image_size):
             return decode_torchvision(data)
@@ -104,15 +103,11 @@ def decode_image(data: bytes, image_size: int) -> np.ndarray:
 
 def decode_pil(data: bytes, image_size: int) -> np.ndarray:
     """Encoded image -> uint8 (3, S, S) RGB with PIL alone."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:
         return _pil_pixels(im, image_size)
 
 
 def _pil_pixels(im, image_size: int) -> np.ndarray:
-    from PIL import Image
-
     if im.format == "JPEG":
         im.draft("RGB", (image_size, image_size))  # DCT scaling when at least twice the size
     im = im.convert("RGB")
@@ -189,7 +184,7 @@ def decode_jpeg_batch(encoded: list[bytes], image_size: int, device):
     (nvJPEG on a CUDA device) -> uint8 (N, 3, S, S) there, resized on the device where a row is
     not stored at ``image_size``. None when a row is not a JPEG or does not decode: the
     caller then decodes the batch row by row on the CPU, which marks the bad rows."""
-    import torch
+    import torch  # deferred, as in decode_torchvision
     import torch.nn.functional as F
     from torchvision.io import ImageReadMode, decode_jpeg
 

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
@@ -181,8 +182,6 @@ class Predictor:
 
     def load_image(self, path: str) -> Face:
         """Read, orient, cut the face square and resize one image file."""
-        from PIL import Image, ImageOps, UnidentifiedImageError
-
         try:
             with Image.open(path) as im:
                 im = ImageOps.exif_transpose(im).convert("RGB")
