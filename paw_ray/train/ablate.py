@@ -44,7 +44,7 @@ from paw_ray.models.summary import PAPER_PARAMS, count_params
 from paw_ray.train.checkpoints import load_state
 from paw_ray.train.cluster import check_placement_fits, ensure_ray
 from paw_ray.train.manifest import MANIFEST_FILE, Manifest, stage_fingerprints
-from paw_ray.train.run import data_identity, resolve_data, train
+from paw_ray.train.run import resolve, train
 from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.evaluate import RESULT_ROWS
 
@@ -298,8 +298,8 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
         seed_dir = storage.join(ablate_dir, f"seed{seed}")
         seed_cfg = copy.deepcopy(cfg)
         seed_cfg.seed, seed_cfg.data.synth_seed = seed, seed
-        data_dir, data[seed] = resolve_data(seed_cfg, seed_dir, log)  # one data set for all variants
-        identity = data_identity(data_dir)
+        resolved = resolve(seed_cfg, seed_dir, log)  # one data set for all variants
+        data_dir, data[seed], identity = resolved.dir, resolved.label, resolved.identity
         siblings = [storage.join(seed_dir, n) for n in VARIANTS] + reuse
         for name in names:
             k += 1
@@ -310,7 +310,7 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
             log(f"[ablate] {k}/{total} seed {seed} {name} ({VARIANTS[name].change or 'paper design'}): "
                 f"{'reusing ' + shared if shared else 'nothing to reuse'}")
             t0 = time.time()
-            out = train(vcfg, run_dir, log=lambda s, p=f"[ablate seed{seed}/{name}] ": log(p + s))
+            out = train(vcfg, run_dir, log=lambda s, p=f"[ablate seed{seed}/{name}] ": log(p + s), data=resolved)
             m = measure(vcfg, out["manifest"], params[name])
             runs.setdefault(name, {})[seed] = m
             log(f"[ablate] {k}/{total} seed {seed} {name} done in {time.time() - t0:.0f}s: "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from paw_ray import storage
@@ -32,7 +33,7 @@ from paw_ray.train.stage_table import stage as stage_spec
 from paw_ray.train.stages.localize import load_centres
 from paw_ray.train.trainer import run_train_stage
 
-__all__ = ["train", "resolve_data", "data_identity", "parse_stages", "run_ray_train_stage", "CONFIG_FILE"]
+__all__ = ["train", "resolve", "ResolvedData", "resolve_data", "data_identity", "parse_stages", "run_ray_train_stage", "CONFIG_FILE"]
 
 CONFIG_FILE = "config.json"  # <run>/config.json: the full config of the last train() call
 
@@ -91,19 +92,40 @@ def _artifact_inputs(manifest: Manifest, cfg: Config, stage: str) -> dict[str, s
     return inputs
 
 
+@dataclass(frozen=True)
+class ResolvedData:
+    """A data set checked and ready for the stages: its folder, label and identity."""
+
+    dir: str
+    label: str
+    identity: str
+
+
+def resolve(cfg: Config, run_dir: str, log: Callable[[str], None] = print) -> ResolvedData:
+    """``resolve_data`` and ``data_identity`` together: what ``train`` needs of the data."""
+    data_dir, label = resolve_data(cfg, run_dir, log)
+    return ResolvedData(data_dir, label, data_identity(data_dir))
+
+
 def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
-          log: Callable[[str], None] = print, only: set[str] | None = None) -> dict:
+          log: Callable[[str], None] = print, only: set[str] | None = None,
+          data: ResolvedData | None = None) -> dict:
     """Run the pipeline over ``run_dir``; return the manifest's stage records, the results and
     the data it used (``data_dir``, ``data_label``, ``data_identity``).
 
     ``only``: consider just these stages (reusing each one complete for its config, running
     the rest) and leave the others alone — how ``paw-ray tune`` makes a stage's inputs.
+    ``data``: the data set already resolved by the caller (``cfg.data.path`` must name it;
+    ablate resolves one per seed for all its variants), else resolved and checked here.
     """
 
     run_dir = storage.absolute(run_dir)
     if cfg.data.path:
         cfg = copy.deepcopy(cfg)
         cfg.data.path = storage.absolute(cfg.data.path)
+    if data is not None and data.dir != cfg.data.path:
+        raise ValueError(f"data {data.dir!r} was resolved for another data.path ({cfg.data.path!r})")
+    if cfg.data.path and data is None:
         shards.check_splits(cfg.data.path)  # an empty split: refused now, not after Ray and a stage started
     manifest = Manifest.load_or_create(run_dir)
     if manifest.preset and manifest.preset != cfg.preset:
@@ -111,8 +133,8 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
                           "use another --run-dir")
     if ensure_ray(cfg.ray):
         check_placement_fits(cfg)
-    data_dir, data_label = resolve_data(cfg, run_dir, log)
-    identity = data_identity(data_dir)
+    data = data or resolve(cfg, run_dir, log)
+    data_dir, data_label, identity = data.dir, data.label, data.identity
     manifest.preset, manifest.data = cfg.preset, data_label
     manifest.save()
     # the full config of this call (stage records hold only their own sections): for report/predict/export
