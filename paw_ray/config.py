@@ -49,6 +49,7 @@ __all__ = [
     "epochs_to_run",
     "RESOURCE",
     "DECODE_IN",
+    "THRESHOLD_RULES",
     "DECODE_PLACES",
     "decode_place",
 ]
@@ -60,6 +61,7 @@ class ConfigError(PawRayError, ValueError):
     """A configuration that names an unknown key or holds a value of the wrong type."""
 
 
+THRESHOLD_RULES = ("balanced_accuracy", "accuracy")  # ``evaluate.threshold_rule``
 DECODE_IN = ("auto", "consumer", "tasks")  # ``data.decode_in``; ``decode_place`` resolves "auto"
 DECODE_PLACES = ("consumer", "tasks")  # where a stream's images are decoded (``image_stream``)
 
@@ -172,6 +174,8 @@ class FinetuneConfig(StageConfig):
 @dataclass
 class EvaluateConfig:
     batch_size: int = _resource(128)
+    # the per-attribute threshold fitted on the validation split maximises this (THRESHOLD_RULES)
+    threshold_rule: str = "balanced_accuracy"
 
 
 @dataclass
@@ -415,6 +419,9 @@ def validate(cfg: Config) -> None:
         problems.append("data.synth_label_noise: must be in [0, 0.5)")
     if cfg.data.op_cpus <= 0:
         problems.append("data.op_cpus: must be > 0")
+    if cfg.evaluate.threshold_rule not in THRESHOLD_RULES:
+        problems.append(f"evaluate.threshold_rule: {cfg.evaluate.threshold_rule!r} is not one of "
+                        f"{', '.join(THRESHOLD_RULES)}")
     if cfg.data.decode_in not in DECODE_IN:
         problems.append(f"data.decode_in: {cfg.data.decode_in!r} is not one of {', '.join(DECODE_IN)}")
     for name in ("width", "mnl_hidden", "maps_per_attribute"):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK
-from paw_ray.train.stages.evaluate import RESULT_ROWS, accuracy_tables, format_table, pointing_accuracy
+from paw_ray.train.stages.evaluate import (RESULT_ROWS, SCORED_ROWS, accuracy_tables, decision_tables, format_decisions,
+                                           format_table, pointing_accuracy)
 
 
 def test_accuracy_and_balanced_accuracy():
@@ -101,3 +102,51 @@ def test_training_curves_plot_validation_only_at_the_epochs_that_validated():
     assert list(loss_ax.lines[0].get_xdata()) == [1, 2, 3, 4, 5]
     assert list(val_ax.lines[0].get_xdata()) == [2, 4, 5]
     assert list(val_ax.lines[0].get_ydata()) == pytest.approx([60, 70, 75])
+
+
+def _split(rng, n):
+    """Scores 3x overconfident and shifted negative (every attribute rarer than 1:4), so the
+    fixed 0.5 rule misses most positives."""
+    true = rng.normal(-1.5, 1.5, (n, 40))
+    labels = rng.random((n, 40)) < 1 / (1 + np.exp(-true))
+    rows = {row: 3.0 * true for row in SCORED_ROWS}
+    return {**rows, "labels": labels.astype(np.int8)}
+
+
+def test_decision_rule_is_fitted_on_val_and_measured_on_test():
+    rng = np.random.default_rng(0)
+    val, test = _split(rng, 4000), _split(rng, 4000)
+    got = decision_tables(val, test, "balanced_accuracy")
+    assert got["n_val"] == 4000 and got["threshold_rule"] == "balanced_accuracy"
+    for row in SCORED_ROWS:
+        np.testing.assert_allclose(got["temperature"][row], 3.0, rtol=0.15)
+        assert got["mean_ece_calibrated"][row] < got["mean_ece"][row] / 2, "the temperature calibrates"
+        assert all(0 < t < 1 for t in got["thresholds"][row])
+        assert 0 < got["mean_average_precision"][row] <= 1 and 0 <= got["mean_f1"][row] <= 1
+        worst = got["worst_group"][row]["Blond_Hair x Male"]
+        assert set(worst["groups"]) == {"11", "10", "01", "00"} and worst["worst"] <= 1
+    fixed_balanced = accuracy_tables(test, test["labels"], np.full(40, 0.3))[1]["paw"]
+    assert got["tuned"]["mean_balanced_accuracy"]["paw"] > np.mean(fixed_balanced) + 0.02, \
+        "the fitted threshold helps the rarer class"
+
+
+def test_without_val_rows_the_rule_stays_at_one_half():
+    test = _split(np.random.default_rng(1), 500)
+    got = decision_tables({}, test, "accuracy")
+    assert got["n_val"] == 0
+    assert set(got["temperature"]["paw"]) == {1.0} and set(got["thresholds"]["paw"]) == {0.5}
+    assert got["tuned"]["accuracy"]["paw"] == pytest.approx(accuracy_tables(test, test["labels"], np.zeros(40))[0]["paw"],
+                                                            abs=1e-5)
+
+
+def test_results_md_shows_both_rules_for_every_network():
+    rng = np.random.default_rng(2)
+    val, test = _split(rng, 300), _split(rng, 300)
+    acc, bal = accuracy_tables(test, test["labels"], np.full(40, 0.3))
+    results = {"mean_accuracy": {r: float(np.mean(acc[r])) for r in RESULT_ROWS},
+               "mean_balanced_accuracy": {r: float(np.nanmean(bal[r])) for r in RESULT_ROWS},
+               **decision_tables(val, test, "balanced_accuracy")}
+    lines = format_decisions(results)
+    assert "300 validation images" in lines[0] and "worst group Blond_Hair x Male" in lines[2]
+    assert [line.split(" | ")[0] for line in lines[4:]] == [f"| {r}" for r in SCORED_ROWS]
+

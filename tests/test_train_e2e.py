@@ -74,6 +74,21 @@ def test_results_json_shape_and_ranges(smoke_run):
     assert set(loc["all_images"]["pointing_accuracy"]) >= set(loc["pointing_accuracy"])  # ... and on all of them
 
 
+def test_results_json_holds_the_fitted_decision_rule_and_its_measures(smoke_run):
+    r = _results(smoke_run.run_dir)
+    networks = ["frl", "whole", "part", "paw"]
+    assert r["n_val"] > 0 and r["threshold_rule"] == "balanced_accuracy"
+    for key in ("temperature", "thresholds", "f1", "average_precision", "ece", "ece_calibrated"):
+        assert sorted(r[key]) == sorted(networks), key
+        for row in networks:
+            assert len(r[key][row]) == 40, (key, row)
+    for row in networks:
+        assert all(t > 0 for t in r["temperature"][row]) and all(0 <= t <= 1 for t in r["thresholds"][row])
+        assert 0 <= r["tuned"]["mean_accuracy"][row] <= 1 and 0 <= r["mean_average_precision"][row] <= 1
+        assert set(r["worst_group"][row]) == set(r["tuned"]["worst_group"][row]) == {"Blond_Hair x Male"}
+    assert "fitted on" in open(os.path.join(smoke_run.run_dir, "results.md")).read()
+
+
 def test_every_network_beats_the_majority_baseline(smoke_run):
     """SynthFaces' cues are learnable even at the smoke size: every row must have learned something."""
     r = _results(smoke_run.run_dir)

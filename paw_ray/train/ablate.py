@@ -46,12 +46,11 @@ from paw_ray.train.cluster import check_placement_fits, ensure_ray
 from paw_ray.train.manifest import MANIFEST_FILE, Manifest, stage_fingerprints
 from paw_ray.train.run import resolve, train
 from paw_ray.train.stage_table import STAGES
-from paw_ray.train.stages.evaluate import RESULT_ROWS
+from paw_ray.train.stages.evaluate import SCORED_ROWS
 
 __all__ = ["Variant", "VARIANTS", "PAPER_DESIGN", "ablate", "adopt_shared_stages", "measure", "summarize",
            "machine", "format_ablations"]
 
-NETWORK_ROWS = tuple(r for r in RESULT_ROWS if r != "majority")  # the trained networks' rows of results.json
 # The paper's design, which every variant starts from (whatever the preset or --set say).
 PAPER_DESIGN = ("frl.mnl=true", "student=snet3", "parts.source=frl")
 
@@ -139,7 +138,7 @@ def measure(cfg: C.Config, manifest: Manifest, params: dict[str, int] | None = N
     loc = results.get("localization") or {}
     records = [manifest.stages[s] for s in STAGES]
     return {
-        "accuracy": {row: round(100 * results["mean_accuracy"][row], 2) for row in NETWORK_ROWS},
+        "accuracy": {row: round(100 * results["mean_accuracy"][row], 2) for row in SCORED_ROWS},
         "pointing": round(100 * loc["mean"], 2) if loc.get("mean") is not None else None,
         "params": params if params is not None else _params(cfg),
         "wall_time_s": {"spent": round(sum(r.wall_time_s for r in records if not r.reused_from), 1),
@@ -230,7 +229,7 @@ def format_ablations(summary: dict) -> str:
             student += f" ({_millions(paper['params']['student'])})"
         rsl = m["rsl"]
         return " | ".join([
-            f"| {label}", v["change"], *(_cell(acc[r], paper["accuracy"].get(r)) for r in NETWORK_ROWS),
+            f"| {label}", v["change"], *(_cell(acc[r], paper["accuracy"].get(r)) for r in SCORED_ROWS),
             _cell(m["pointing"], fmt="{:.1f}"), student, _millions(m["params"]["deployed"]),
             _cell(m["wall_time_s"]["spent"], fmt="{:.0f}"), _cell(m["wall_time_s"]["total"], fmt="{:.0f}"),
             f"{rsl['whole']:.3f} / {rsl['part']:.3f} ({rsl['whole_heavier']:g}/40)"]) + " |"
@@ -314,7 +313,7 @@ def ablate(cfg: C.Config, ablate_dir: str, seeds: int = 1, variants: list[str] |
             m = measure(vcfg, out["manifest"], params[name])
             runs.setdefault(name, {})[seed] = m
             log(f"[ablate] {k}/{total} seed {seed} {name} done in {time.time() - t0:.0f}s: "
-                + ", ".join(f"{r} {m['accuracy'][r]:.2f}%" for r in NETWORK_ROWS)
+                + ", ".join(f"{r} {m['accuracy'][r]:.2f}%" for r in SCORED_ROWS)
                 + f"; {time.time() - t_start:.0f}s since the start")
             summary = summarize(cfg, ablate_dir, list(range(seeds)), names, runs, data, machine_info)
             storage.write_json_atomic(storage.join(ablate_dir, "ablations.json"), summary)

@@ -11,6 +11,10 @@ share of test images whose part centre falls inside the cue's box ("pointing
 accuracy"), beside the chance level of a centre drawn uniformly over the image (the
 mean box area); and the share whose part window holds the cue, beside its chance.
 
+The same pass scores the validation split, on which each network's decision rule is fitted
+(a temperature and a threshold per attribute); the test split is measured under the fixed
+and the fitted rule (``decision_tables``, docs/architecture.md "Evaluation").
+
 Writes ``<run-dir>/results.json`` and ``<run-dir>/results.md``.
 """
 
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from paw_ray import config as C
+from paw_ray import metrics as M
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, LOCAL_MASK, NUM_ATTRIBUTES
 from paw_ray.config import to_dict
@@ -37,7 +42,7 @@ from paw_ray.train.stage_table import StageRun
 from paw_ray.train.stages.frl import load_frl
 from paw_ray.train.stages.localize import load_centres
 
-__all__ = ["run_stage", "run_evaluate", "RESULT_ROWS", "Scorer", "accuracy_tables", "pointing_accuracy", "pointing_scope",
+__all__ = ["run_stage", "run_evaluate", "RESULT_ROWS", "SCORED_ROWS", "Scorer", "decision_tables", "format_decisions", "accuracy_tables", "pointing_accuracy", "pointing_scope",
            "format_table"]
 
 RESULT_ROWS = ("frl", "whole", "part", "paw", "majority")
@@ -95,6 +100,52 @@ def accuracy_tables(scores: dict[str, np.ndarray], labels: np.ndarray, train_pos
         tnr = (~p & ~labels).sum(axis=0) / np.maximum(neg, 1)
         balanced[row] = np.where(defined, (tpr + tnr) / 2, np.nan)
     return accuracy, balanced
+
+
+SCORED_ROWS = tuple(r for r in RESULT_ROWS if r != "majority")  # the rows with scores (the trained networks)
+
+
+def decision_tables(val: dict[str, np.ndarray], test: dict[str, np.ndarray], rule: str) -> dict:
+    """For each network, the decision rule fitted on the validation rows (a temperature and a
+    threshold per attribute, ``metrics.fit_temperature`` / ``fit_thresholds``) and what the
+    test rows measure: F1, average precision, calibration error before and after the
+    temperature, worst-group accuracy, each decision-based one under the fixed rule (score > 0,
+    probability 0.5) and under the fitted one (``tuned``). Without validation rows the rule
+    stays T = 1, threshold 0.5."""
+    labels, n_val = test["labels"].astype(bool), len(val.get("labels", ()))
+    pairs = [(a, g) for a, g in M.WORST_GROUP_PAIRS if a in ATTRIBUTES and g in ATTRIBUTES]
+    out: dict = {"threshold_rule": rule, "n_val": n_val}
+    for key in ("temperature", "thresholds", "f1", "average_precision", "ece", "ece_calibrated", "worst_group"):
+        out[key] = {}
+    tuned: dict = {key: {} for key in ("accuracy", "balanced_accuracy", "f1", "worst_group")}
+    for row in SCORED_ROWS:
+        if n_val:
+            t = M.fit_temperature(val[row], val["labels"])
+            threshold = M.fit_thresholds(M.sigmoid(val[row] / t), val["labels"], rule)
+        else:
+            t, threshold = np.ones(NUM_ATTRIBUTES), np.full(NUM_ATTRIBUTES, 0.5)
+        fixed, fitted = test[row] > 0, M.sigmoid(test[row] / t) > threshold
+        out["temperature"][row], out["thresholds"][row] = _json_floats(t), _json_floats(threshold)
+        out["f1"][row], tuned["f1"][row] = _json_floats(M.f1(fixed, labels)), _json_floats(M.f1(fitted, labels))
+        out["average_precision"][row] = _json_floats(M.average_precision(test[row], labels))
+        out["ece"][row] = _json_floats(M.expected_calibration_error(M.sigmoid(test[row]), labels))
+        out["ece_calibrated"][row] = _json_floats(M.expected_calibration_error(M.sigmoid(test[row] / t), labels))
+        tuned["accuracy"][row] = _json_floats((fitted == labels).mean(0))
+        tuned["balanced_accuracy"][row] = _json_floats(M.balanced_accuracy(fitted, labels))
+        for decisions, where in ((fixed, out), (fitted, tuned)):
+            where["worst_group"][row] = {f"{a} x {g}": M.worst_group_accuracy(
+                decisions, labels, ATTRIBUTES.index(a), ATTRIBUTES.index(g)) for a, g in pairs}
+    for where in (out, tuned):
+        for key in ("f1", "average_precision", "ece", "ece_calibrated", "accuracy", "balanced_accuracy"):
+            if key in where:
+                where[f"mean_{key}"] = {r: _nanmean(where[key][r]) for r in SCORED_ROWS}
+    out["tuned"] = tuned
+    return out
+
+
+def _nanmean(values: list) -> float | None:
+    defined = [v for v in values if v is not None]
+    return round(float(np.mean(defined)), 5) if defined else None
 
 
 def _json_floats(values) -> list:
@@ -168,6 +219,8 @@ def format_table(results: dict) -> str:
                      + f" | **{100 * results['mean_accuracy'][row]:.2f}** |")
     lines += ["", "Balanced accuracy (%): " + ", ".join(
         f"{row} {100 * results['mean_balanced_accuracy'][row]:.2f}" for row in RESULT_ROWS)]
+    if "tuned" in results:
+        lines += ["", *format_decisions(results)]
     loc = results.get("localization")
     if loc:
         lines += ["", f"Localization (pointing accuracy, local attributes, {pointing_scope(loc)}): mean "
@@ -189,6 +242,32 @@ def format_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_decisions(results: dict) -> list[str]:
+    """The fixed rule (probability 0.5) beside the rule fitted on the validation split, and the
+    threshold-free measures, as markdown lines (means over the attributes, in %)."""
+    tuned = results["tuned"]
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.2f}"
+
+    pairs = sorted({p for row in SCORED_ROWS for p in results["worst_group"][row]})
+    lines = [f"Decisions: the fixed rule (probability > 0.5) against a temperature and threshold per attribute "
+             f"fitted on {results['n_val']} validation images ({results['threshold_rule'].replace('_', ' ')}); "
+             "means over the attributes (%).", "",
+             "| row | accuracy 0.5 / fitted | balanced 0.5 / fitted | F1 0.5 / fitted | average precision "
+             "| ECE before / after temperature |" + "".join(f" worst group {p} 0.5 / fitted |" for p in pairs),
+             "|---|---|---|---|---|---|" + "---|" * len(pairs)]
+    for row in SCORED_ROWS:
+        worst = "".join(f" {pct(results['worst_group'][row][p]['worst'])} / {pct(tuned['worst_group'][row][p]['worst'])} |"
+                        for p in pairs)
+        lines.append(f"| {row} | {pct(results['mean_accuracy'][row])} / {pct(tuned['mean_accuracy'][row])} "
+                     f"| {pct(results['mean_balanced_accuracy'][row])} / {pct(tuned['mean_balanced_accuracy'][row])} "
+                     f"| {pct(results['mean_f1'][row])} / {pct(tuned['mean_f1'][row])} "
+                     f"| {pct(results['mean_average_precision'][row])} "
+                     f"| {pct(results['mean_ece'][row])} / {pct(results['mean_ece_calibrated'][row])} |" + worst)
+    return lines
+
+
 def run_stage(run: StageRun) -> tuple[str, dict]:
     """The runner's entry (``stage_table``): score ``run``'s test split."""
     return run_evaluate(run.cfg, run.data_dir, run.run_dir, run.inputs, run.data_label)
@@ -201,7 +280,8 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
 
     t0 = time.time()
     centres_ref = ray.put(load_centres(inputs["localize"]))
-    ds = image_stream(data_dir, "test", RowDecoder(cfg.data.image_size, centres=centres_ref),
+    # val (to fit the decision rule) and test as one Ray Data execution, told apart by image id
+    ds = image_stream(data_dir, ("val", "test"), RowDecoder(cfg.data.image_size, centres=centres_ref),
                       op_cpus=cfg.data.op_cpus, cue_boxes=True)
     ds = ds.map_batches(Scorer, fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "inputs": inputs, "cpus": 1.0},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1.0,
@@ -210,9 +290,13 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
     for batch in ds.iter_batches(batch_size=1024, batch_format="numpy"):
         for k, v in batch.items():
             cols.setdefault(k, []).append(v)
-    if not cols:
+    scored = {k: np.concatenate(v) for k, v in cols.items()}
+    val_ids = shards.split_ids(data_dir, "val")
+    is_val = np.fromiter((str(i) in val_ids for i in scored.get("image_id", ())), dtype=bool)
+    data = {k: v[~is_val] for k, v in scored.items()}
+    val = {k: v[is_val] for k, v in scored.items()}
+    if not data or not len(data["image_id"]):
         raise shards.ShardError(f"{data_dir}: the test split has no decodable image")
-    data = {k: np.concatenate(v) for k, v in cols.items()}
     accuracy, balanced = accuracy_tables(data, data["labels"], shards.label_positive_rate(data_dir, "train"))
     results = {
         "attributes": list(ATTRIBUTES),
@@ -224,6 +308,7 @@ def run_evaluate(cfg, data_dir: str, run_dir: str, inputs: dict[str, str], data_
         "data": data_label,
         "n_test": int(len(data["labels"])),
         "run_dir": run_dir,
+        **decision_tables(val, data, cfg.evaluate.threshold_rule),
     }
     if "part_boxes_gt" in data:
         window = cfg.data.part_size / cfg.data.image_size
