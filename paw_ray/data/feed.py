@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-
 import torch
 
 from paw_ray.data.batches import StreamStats, model_batch, prefetch
