@@ -11,8 +11,11 @@ import processes
 
 
 def test_a_child_and_its_child_are_found_by_parent_command_and_environment():
-    code = "import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); " \
-           "print(c.pid, flush=True); time.sleep(30)"
+    # the child names its child only once that one runs Python: until its exec, a new
+    # process's /proc entry can read empty (the CI run at ca2d053 caught one so)
+    code = "import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', " \
+           "'import time; print(1, flush=True); time.sleep(30)'], stdout=subprocess.PIPE, text=True); " \
+           "c.stdout.readline(); print(c.pid, flush=True); time.sleep(30)"
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PAW_PROCESSES_TEST": "yes"})
     try:
