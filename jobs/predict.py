@@ -6,7 +6,7 @@ with Ray Data, written as Parquet predictions (``paw_ray.serve.batch.predict_sha
         --data s3://BUCKET/paw_ray/celeba --out s3://BUCKET/paw_ray/predictions/paper
 
 One output row per input row: ``image_id``, ``ok``, ``p_<attribute>`` (40 probabilities),
-``box_<attribute>`` (40 part boxes x, y, w, h in the stored image's pixels). Prints the
+``<attribute>`` (40 decisions under ``--decision-rule``), ``box_<attribute>`` (40 part boxes x, y, w, h in the stored image's pixels). Prints the
 throughput (images/s) at the end. On a cluster, ``--run-dir``, ``--data`` and ``--out``
 must name storage every node reaches (a bucket URI or a shared mount).
 """
@@ -24,6 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from paw_ray.config import DECISION_RULES
+
     p = argparse.ArgumentParser(prog="python jobs/predict.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", required=True, help="a finished run directory (local path or URI)")
     p.add_argument("--data", help="prepared shards (default: the run's own data set)")
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--op-cpus", type=float, default=None,
                    help="CPUs per read/decode task (default: the run's data.op_cpus)")
     p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
+    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
+                   help="fitted: the run's per-attribute temperature and threshold (default); fixed: p > 0.5")
     p.add_argument("--address", default="", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     args = p.parse_args(argv)
 
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_ray(RayConfig(address=args.address))
         summary = predict_shards(args.run_dir, args.data, args.out, split=args.split, num_actors=args.actors,
                                  gpus_per_actor=args.gpus_per_actor, batch_size=args.batch_size,
-                                 op_cpus=args.op_cpus, overwrite=args.overwrite,
+                                 op_cpus=args.op_cpus, overwrite=args.overwrite, decision_rule=args.decision_rule,
                                  log=lambda m: print(m, file=sys.stderr))
     except PawRayError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from paw_ray.config import DECISION_RULES
 from paw_ray.errors import PawRayError
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES
 
@@ -19,6 +20,8 @@ def _add_config_args(p: argparse.ArgumentParser, default_preset: str = "demo") -
     p.add_argument("--config", metavar="FILE", help="YAML config applied over the preset")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override one config value, e.g. --set frl.lr=0.01 (repeatable)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's own log lines (workers, Ray Data plans, progress bars)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -29,7 +32,7 @@ def config_from_args(args: argparse.Namespace):
     for path in (getattr(args, "config", None), getattr(args, "set_from", None)):
         if path:
             cfg = C.load_yaml(path, base=cfg)
-    return C.apply_overrides(cfg, args.overrides)
+    return C.apply_overrides(cfg, args.overrides + (["ray.verbose=true"] if getattr(args, "verbose", False) else []))
 
 
 # --------------------------------------------------------------------------- data
@@ -178,7 +181,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "jsonl")
     run = open_run(args.run_dir)
     predictor = Predictor(run, box, boxes, split=args.split, batch_size=args.batch_size,
-                          explain=bool(args.explain))
+                          explain=bool(args.explain), decision_rule=args.decision_rule)
     preds = predictor.predict(args.inputs)
     if args.explain:
         def explained(preds):
@@ -205,7 +208,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from paw_ray.serve.export import export_cascade
 
-    print(json.dumps(export_cascade(args.run_dir, args.format, args.out, log=_stderr), indent=1))
+    print(json.dumps(export_cascade(args.run_dir, args.format, args.out, decision_rule=args.decision_rule,
+                                    log=_stderr), indent=1))
     return 0
 
 
@@ -236,6 +240,9 @@ def _add_output_parsers(sub) -> None:
     p.add_argument("--explain-attributes", default="Smiling,Eyeglasses,Wearing_Hat", metavar="LIST",
                    help="attributes whose heatmaps --explain draws (default: Smiling,Eyeglasses,Wearing_Hat)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
+                   help="fitted: the temperature and threshold per attribute that evaluate fitted on the "
+                        "validation split (default); fixed: probability > 0.5")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="export the whole cascade as one TorchScript or ONNX model",
@@ -245,6 +252,9 @@ def _add_output_parsers(sub) -> None:
     p.add_argument("--run-dir", required=True, metavar="DIR", help="a finished run directory")
     p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run-dir>/export)")
+    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
+                   help="fitted: the temperature and threshold per attribute that evaluate fitted on the "
+                        "validation split (default); fixed: probability > 0.5")
     p.set_defaults(func=_cmd_export)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "RESOURCE",
     "DECODE_IN",
     "THRESHOLD_RULES",
+    "DECISION_RULES",
     "DECODE_PLACES",
     "decode_place",
 ]
@@ -62,6 +63,7 @@ class ConfigError(PawRayError, ValueError):
 
 
 THRESHOLD_RULES = ("balanced_accuracy", "accuracy")  # ``evaluate.threshold_rule``
+DECISION_RULES = ("fitted", "fixed")  # what predict, batch inference and the export apply
 DECODE_IN = ("auto", "consumer", "tasks")  # ``data.decode_in``; ``decode_place`` resolves "auto"
 DECODE_PLACES = ("consumer", "tasks")  # where a stream's images are decoded (``image_stream``)
 
@@ -182,6 +184,7 @@ class EvaluateConfig:
 class RayConfig:
     address: str = _resource("")  # "" = start a local Ray; "auto" or host:port = join
     num_cpus: int = _resource(0)  # local Ray only; 0 = all cores
+    verbose: bool = _resource(False)  # True (--verbose): Ray's own log lines reach this terminal too
 
 
 @dataclass

@@ -5,23 +5,29 @@ Every function takes (N, 40) arrays, one column per attribute, and returns one v
 attribute; NaN where a measure is undefined (an attribute whose labels, or decisions, are
 all one class).
 
-- ``f1``, ``average_precision`` and ``expected_calibration_error`` describe one set of scores;
+- ``f1``, ``average_precision`` and ``expected_calibration_error`` describe one set of scores,
+  and ``reliability`` bins its probabilities for a reliability diagram;
 - ``fit_temperature`` and ``fit_thresholds`` make the decision rule: a temperature T_j per
   attribute (calibration: p_j = sigmoid(s_j / T_j), fitted by likelihood) and a threshold on
   that probability (by default the one that maximises balanced accuracy, since 33 of CelebA's
   40 attributes are imbalanced and a fixed 0.5 favours the larger class);
 - ``worst_group_accuracy``: one attribute's accuracy within each group formed by its label and
-  another attribute's (Blond_Hair x Male is the standard case of CelebA's bias).
+  another attribute's (Blond_Hair x Male is the standard case of CelebA's bias);
+- ``DecisionRule``: a temperature and a threshold per attribute, as one value that the
+  evaluation fits and that prediction, batch inference and the export apply.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.config import THRESHOLD_RULES
 
-__all__ = ["THRESHOLD_RULES", "WORST_GROUP_PAIRS", "sigmoid", "balanced_accuracy", "f1", "average_precision",
-           "expected_calibration_error", "fit_temperature", "fit_thresholds", "worst_group_accuracy"]
+__all__ = ["THRESHOLD_RULES", "DecisionRule", "WORST_GROUP_PAIRS", "sigmoid", "balanced_accuracy", "f1", "average_precision",
+           "expected_calibration_error", "reliability", "fit_temperature", "fit_thresholds", "worst_group_accuracy"]
 
 WORST_GROUP_PAIRS = (("Blond_Hair", "Male"),)  # (attribute, the attribute whose label forms the groups)
 ECE_BINS = 15
@@ -67,11 +73,16 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _bin_index(probs: np.ndarray, bins: int) -> np.ndarray:
+    """The equal-width probability bin, 0..bins-1, of each probability."""
+    return np.minimum((probs * bins).astype(int), bins - 1)
+
+
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
     """Sum over equal-width probability bins of (share of rows in the bin) x |positive rate
     in the bin - mean probability in the bin|."""
     n = probs.shape[0]
-    index = np.minimum((probs * bins).astype(int), bins - 1)
+    index = _bin_index(probs, bins)
     out = np.zeros(probs.shape[1])
     y = labels.astype(float)
     for b in range(bins):
@@ -80,6 +91,19 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
         gap = np.abs((y * inside).sum(0) - (probs * inside).sum(0))  # count x |rate - confidence|
         out += np.where(count > 0, gap, 0.0) / max(n, 1)
     return out if n else np.full(probs.shape[1], np.nan)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """A reliability diagram's data, every attribute's probabilities pooled: per equal-width
+    bin, how many probabilities fell in it, their mean and the share of them whose label is
+    positive (``None`` for an empty bin). A calibrated model has the two equal in every bin."""
+    index, p, y = _bin_index(probs, bins).ravel(), probs.ravel(), labels.astype(float).ravel()
+    count = np.bincount(index, minlength=bins)
+    total_p, total_y = np.bincount(index, p, minlength=bins), np.bincount(index, y, minlength=bins)
+    shown = count > 0
+    return {"count": count.tolist(),
+            "mean_probability": [round(float(v), 5) if k else None for v, k in zip(total_p / np.maximum(count, 1), shown)],
+            "positive_rate": [round(float(v), 5) if k else None for v, k in zip(total_y / np.maximum(count, 1), shown)]}
 
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray, low: float = 0.05, high: float = 20.0) -> np.ndarray:
@@ -151,3 +175,30 @@ def worst_group_accuracy(decisions: np.ndarray, labels: np.ndarray, attribute: i
                                                      else None}
     present = [v["accuracy"] for v in groups.values() if v["accuracy"] is not None]
     return {"groups": groups, "worst": min(present) if present else None}
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """Scores to probabilities to decisions, per attribute j: p_j = sigmoid(s_j / T_j), and
+    positive when p_j > t_j. ``fixed()`` is T = 1, t = 0.5: the paper's score > 0 rule."""
+
+    temperature: np.ndarray  # (40,) T_j
+    thresholds: np.ndarray  # (40,) t_j, on the calibrated probability
+    rule: str = "fixed"  # "fixed", or the THRESHOLD_RULES entry the thresholds maximise
+
+    @classmethod
+    def fixed(cls) -> "DecisionRule":
+        return cls(np.ones(NUM_ATTRIBUTES), np.full(NUM_ATTRIBUTES, 0.5))
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, rule: str = "balanced_accuracy") -> "DecisionRule":
+        """Fit on validation rows: the temperature first, then the thresholds on the
+        probabilities it calibrates."""
+        temperature = fit_temperature(scores, labels)
+        return cls(temperature, fit_thresholds(sigmoid(scores / temperature), labels, rule), rule)
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        return sigmoid(scores / self.temperature)
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        return probabilities > self.thresholds

@@ -3,6 +3,8 @@ for the whole session."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 
@@ -46,11 +48,13 @@ def ray_local():
 
 @dataclass(frozen=True)
 class SmokeRun:
-    """The session's smoke run: its run directory, and the ``train_part`` task ids that
-    Ray's state API listed as FINISHED before the run's Ray was shut down."""
+    """The session's smoke run: its run directory, the ``train_part`` task ids that Ray's
+    state API listed as FINISHED before the run's Ray was shut down, and what the command
+    printed on stdout."""
 
     run_dir: str
     finished_part_tasks: frozenset[str]
+    stdout: str
 
 
 @pytest.fixture(scope="session")
@@ -75,11 +79,13 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
     if started:
         start_local_ray()
     try:
-        assert cli.main(["train", "--preset", "smoke", "--run-dir", run_dir]) == 0
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert cli.main(["train", "--preset", "smoke", "--run-dir", run_dir]) == 0
         tasks = list_tasks(address=ray.get_runtime_context().gcs_address,  # not another Ray on this host
                            filters=[("func_or_class_name", "=", "train_part"), ("state", "=", "FINISHED")],
                            limit=10_000, raise_on_missing_output=False)
     finally:
         if started:
             ray.shutdown()
-    return SmokeRun(run_dir, frozenset(t.task_id for t in tasks))
+    return SmokeRun(run_dir, frozenset(t.task_id for t in tasks), printed.getvalue())

@@ -63,6 +63,18 @@ def test_cascade_equals_the_training_path(smoke_cfg):
     assert torch.equal(out.probabilities, torch.sigmoid(ref.logits))
 
 
+def test_a_calibrated_cascade_divides_its_scores_by_the_temperature(smoke_cfg):
+    cascade = _cascade(smoke_cfg)
+    images = _images(3, smoke_cfg.data.image_size)
+    temperature = torch.linspace(0.5, 4.0, len(ATTRIBUTES))
+    with torch.no_grad():
+        plain = cascade.run(images)
+        calibrated = cascade.calibrate(temperature.numpy()).run(images)
+    assert torch.equal(plain.probabilities, torch.sigmoid(plain.logits))
+    assert torch.equal(calibrated.logits, plain.logits) and torch.equal(calibrated.boxes, plain.boxes)
+    torch.testing.assert_close(calibrated.probabilities, torch.sigmoid(plain.logits / temperature))
+
+
 def test_grid_cascade_uses_the_fixed_grid(smoke_cfg):
     cascade = _cascade(smoke_cfg, source="grid")
     assert cascade.frl is None

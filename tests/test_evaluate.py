@@ -121,6 +121,8 @@ def test_decision_rule_is_fitted_on_val_and_measured_on_test():
     for row in SCORED_ROWS:
         np.testing.assert_allclose(got["temperature"][row], 3.0, rtol=0.15)
         assert got["mean_ece_calibrated"][row] < got["mean_ece"][row] / 2, "the temperature calibrates"
+        bins = got["reliability"][row]
+        assert sum(bins["fixed"]["count"]) == sum(bins["calibrated"]["count"]) == 4000 * 40
         assert all(0 < t < 1 for t in got["thresholds"][row])
         assert 0 < got["mean_average_precision"][row] <= 1 and 0 <= got["mean_f1"][row] <= 1
         worst = got["worst_group"][row]["Blond_Hair x Male"]
@@ -150,3 +152,36 @@ def test_results_md_shows_both_rules_for_every_network():
     assert "300 validation images" in lines[0] and "worst group Blond_Hair x Male" in lines[2]
     assert [line.split(" | ")[0] for line in lines[4:]] == [f"| {r}" for r in SCORED_ROWS]
 
+
+
+def test_noise_free_labels_are_found_only_for_noisy_synthfaces(tmp_path):
+    from paw_ray.data import synthfaces as sf
+    from paw_ray.train.stages.evaluate import noise_free_labels
+
+    ids = [sf.image_id(i) for i in range(30)]
+    for noise, expect in ((0.0, False), (0.2, True)):
+        out = str(tmp_path / f"n{noise}")
+        sf.synthesize(n=30, size=32, seed=4, out=out, label_noise=noise, num_tasks=1)
+        got = noise_free_labels(out, ids)
+        assert (got is not None) == expect
+        if expect:
+            np.testing.assert_array_equal(got, sf.clean_labels(4, ids))
+
+
+def test_noise_free_accuracy_credits_the_truth_the_noisy_labels_hide():
+    from paw_ray.train.stages.evaluate import format_table, noise_free_tables
+
+    rng = np.random.default_rng(5)
+    clean = rng.random((2000, 40)) < 0.3
+    stored = clean ^ (rng.random(clean.shape) < 0.1)
+    scores = {r: np.where(clean, 4.0, -4.0) for r in SCORED_ROWS}  # every network sees the truth
+    got = noise_free_tables(scores, stored, clean, np.full(40, 0.3), 0.1)
+    assert got["label_agreement"] == pytest.approx(0.9, abs=0.01)
+    assert all(got["mean_accuracy"][r] == 1.0 for r in SCORED_ROWS)
+    assert got["mean_accuracy"]["majority"] == pytest.approx(0.7, abs=0.01)
+    acc, bal = accuracy_tables(scores, stored, np.full(40, 0.3))
+    results = {"preset": "smoke", "data": "synthfaces", "n_test": 2000, "accuracy": {r: acc[r] for r in RESULT_ROWS},
+               "mean_accuracy": {r: float(np.mean(acc[r])) for r in RESULT_ROWS},
+               "mean_balanced_accuracy": {r: float(np.nanmean(bal[r])) for r in RESULT_ROWS}, "noise_free": got}
+    assert results["mean_accuracy"]["paw"] == pytest.approx(0.9, abs=0.01), "the stored labels cap it"
+    assert "Against the noise-free labels (SynthFaces, label noise 0.1" in format_table(results)

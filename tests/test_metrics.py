@@ -90,3 +90,38 @@ def test_worst_group_accuracy_names_each_group_and_the_lowest():
     assert got["worst"] == 0.0
     empty = M.worst_group_accuracy(decisions[1:3], labels[1:3], attribute=0, group=1)
     assert empty["groups"]["11"] == {"n": 0, "accuracy": None} and empty["worst"] == 1.0
+
+
+def test_a_decision_rule_fits_the_temperature_then_the_thresholds_on_its_probabilities():
+    rng = np.random.default_rng(2)
+    true = rng.normal(-1.5, 2, (3000, 40))
+    labels = rng.random(true.shape) < M.sigmoid(true)
+    scores = 2.5 * true  # over-confident
+    rule = M.DecisionRule.fit(scores, labels, "accuracy")
+    np.testing.assert_array_equal(rule.temperature, M.fit_temperature(scores, labels))
+    np.testing.assert_array_equal(rule.thresholds, M.fit_thresholds(M.sigmoid(scores / rule.temperature), labels,
+                                                                    "accuracy"))
+    assert rule.rule == "accuracy"
+    probs = rule.probabilities(scores)
+    np.testing.assert_allclose(probs, M.sigmoid(scores / rule.temperature))
+    np.testing.assert_array_equal(rule.decide(probs), probs > rule.thresholds)
+    fixed = M.DecisionRule.fixed()
+    assert fixed.rule == "fixed"
+    np.testing.assert_array_equal(fixed.decide(fixed.probabilities(scores)), scores > 0)
+
+
+def test_reliability_bins_pool_the_attributes_and_agree_with_the_calibration_error():
+    rng = np.random.default_rng(3)
+    probs = rng.random((2000, 4))
+    labels = rng.random(probs.shape) < probs ** 2  # over-confident: positive less often than said
+    got = M.reliability(probs, labels, bins=10)
+    assert sum(got["count"]) == probs.size and len(got["mean_probability"]) == 10
+    inside = (probs >= 0.3) & (probs < 0.4)
+    assert got["count"][3] == inside.sum()
+    assert got["mean_probability"][3] == pytest.approx(probs[inside].mean(), abs=1e-5)
+    assert got["positive_rate"][3] == pytest.approx(labels[inside].mean(), abs=1e-5)
+    pooled_ece = sum(c * abs(r - m) for c, r, m in zip(got["count"], got["positive_rate"], got["mean_probability"]))
+    assert pooled_ece / probs.size == pytest.approx(M.expected_calibration_error(probs.reshape(-1, 1),
+                                                                                 labels.reshape(-1, 1), 10)[0], abs=1e-4)
+    empty = M.reliability(np.full((3, 1), 0.95), np.ones((3, 1), bool), bins=10)
+    assert empty["count"][:9] == [0] * 9 and empty["mean_probability"][0] is None and empty["positive_rate"][9] == 1.0

@@ -58,7 +58,8 @@ def test_train_wrote_a_report_whose_figures_are_real_pngs(run_dir):
     report = os.path.join(run_dir, "report")
     page = open(os.path.join(report, "index.html"), encoding="utf-8").read()
     sources = re.findall(r'<img src="([^"]+)"', page)
-    expected = {"accuracy.png", "pointing.png", "heatmaps.png", "part_boxes.png", "rsl.png", "arl.png", "curves.png"}
+    expected = {"accuracy.png", "pointing.png", "heatmaps.png", "part_boxes.png", "rsl.png", "arl.png", "curves.png",
+                "reliability.png"}
     assert expected <= set(sources)
     for src in sources:
         assert not os.path.isabs(src) and "/" not in src, "figures sit beside index.html"
@@ -75,6 +76,19 @@ def test_train_wrote_a_report_whose_figures_are_real_pngs(run_dir):
     assert run_dir in page and "smoke" in page
 
 
+def test_report_tables_the_fitted_threshold_of_every_attribute(run_dir):
+    page = open(os.path.join(run_dir, "report", "index.html"), encoding="utf-8").read()
+    section = page[page.index("<h2>Decision rule and calibration</h2>"):]
+    section = section[:section.index("</section>")]
+    results = open_run(run_dir).results
+    for j, name in enumerate(ATTRIBUTES):
+        cells = re.search(rf"<tr><th>{name}</th><td>([^<]+)</td><td>([^<]+)</td>", section)
+        assert cells, name
+        assert float(cells[1]) == pytest.approx(results["temperature"]["paw"][j], abs=0.006)
+        assert float(cells[2]) == pytest.approx(results["thresholds"]["paw"][j], abs=6e-4)
+    assert f"{results['n_val']} validation images" in section
+
+
 def test_report_figures_name_the_run_and_the_arl_has_40_names(run_dir):
     meta = json.load(open(os.path.join(run_dir, "report", "figures.json")))
     assert meta["run_dir"] == run_dir and meta["preset"] == "smoke"
@@ -89,7 +103,7 @@ def test_report_command_rewrites_the_report_elsewhere(run_dir, tmp_path, capsys)
     out = str(tmp_path / "rep")
     assert cli.main(["report", "--run-dir", run_dir, "--out", out]) == 0
     assert capsys.readouterr().out.strip() == os.path.join(out, "index.html")
-    assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 7
+    assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 8
 
 
 # --------------------------------------------------------------------------- predict
@@ -150,11 +164,53 @@ def test_predict_writes_one_row_per_readable_input_in_order(folder_prediction):
     assert [os.path.basename(p["input"]) for p in folder_prediction.preds] == folder_prediction.inputs
 
 
-def test_predicted_probabilities_and_decisions_cover_the_40_attributes(folder_prediction):
+def test_predicted_decisions_apply_the_thresholds_evaluate_fitted(run_dir, folder_prediction):
+    results = open_run(run_dir).results
+    thresholds = results["thresholds"]["paw"]
+    assert results["n_val"] > 0 and any(t != 0.5 for t in thresholds), "the smoke run fits a rule of its own"
     for p in folder_prediction.preds:
         probs = np.array([p["probabilities"][a] for a in ATTRIBUTES])
         assert probs.shape == (40,) and ((probs >= 0) & (probs <= 1)).all()
-        assert p["decisions"] == {a: p["probabilities"][a] > 0.5 for a in ATTRIBUTES}
+        assert p["decision_rule"] == results["threshold_rule"]
+        assert p["decisions"] == {a: p["probabilities"][a] > t for a, t in zip(ATTRIBUTES, thresholds)}
+
+
+def test_predict_calibrates_with_the_fitted_temperature_or_none_when_fixed(run_dir, test_rows, tmp_path):
+    from paw_ray.metrics import sigmoid
+    from paw_ray.serve.predict import Predictor
+
+    _, rows = test_rows
+    faces = []
+    for image_id, data in rows:
+        faces.append(str(tmp_path / f"{image_id}.png"))
+        Image.open(io.BytesIO(data)).save(faces[-1])
+    run = open_run(run_dir)
+    fitted = list(Predictor(run).predict(faces))
+    fixed = list(Predictor(run, decision_rule="fixed").predict(faces))
+    temperature = np.array(run.results["temperature"]["paw"])
+    assert not np.allclose(temperature, 1.0), "the smoke run's temperature changes the probabilities"
+    for a, b in zip(fitted, fixed):
+        p = np.clip(b.probabilities, 1e-7, 1 - 1e-7)
+        np.testing.assert_allclose(a.probabilities, sigmoid(np.log(p / (1 - p)) / temperature), atol=1e-4)
+        assert b.rule.rule == "fixed" and (b.decisions == (b.probabilities > 0.5)).all()
+
+
+def test_a_run_without_a_fitted_rule_decides_at_one_half_and_says_so(run_dir):
+    from paw_ray.serve.predict import Predictor
+    from paw_ray.train.manifest import RunDirError
+
+    run = open_run(run_dir)
+    fitted = run.decision_rule()
+    assert fitted.rule == run.results["threshold_rule"]
+    np.testing.assert_allclose(fitted.thresholds, run.results["thresholds"]["paw"])
+    for older in ({k: v for k, v in run.results.items() if k not in ("temperature", "thresholds")},
+                  {**run.results, "n_val": 0}):
+        run.__dict__["results"] = older  # results.json as an older paw_ray, or a run with no val rows, wrote it
+        rule = run.decision_rule()
+        assert rule.rule == "fixed" and (rule.thresholds == 0.5).all() and (rule.temperature == 1).all()
+        assert any("no fitted decision rule" in note for note in Predictor(run).notes)
+    with pytest.raises(RunDirError, match="one of fitted, fixed"):
+        run.decision_rule("median")
 
 
 def test_predicted_part_boxes_lie_inside_the_input(folder_prediction):
@@ -255,6 +311,10 @@ def test_batch_inference_writes_one_prediction_per_input_row(run_dir, ray_local,
     assert sorted(ids) == sorted(want)
     probs = np.stack([table.column(f"p_{a}").to_numpy() for a in ATTRIBUTES], axis=1)
     assert ((probs >= 0) & (probs <= 1)).all()
+    decisions = np.stack([table.column(a).to_numpy(zero_copy_only=False) for a in ATTRIBUTES], axis=1)
+    results = open_run(run_dir).results
+    assert summary["decision_rule"] == results["threshold_rule"]
+    np.testing.assert_array_equal(decisions, probs > np.array(results["thresholds"]["paw"]))
     boxes = np.stack([np.stack(table.column(f"box_{a}").to_numpy(zero_copy_only=False)) for a in ATTRIBUTES], 1)
     assert boxes.shape == (len(ids), 40, 4) and (boxes[..., :2] >= 0).all()
     assert (boxes[..., :2] + boxes[..., 2:] <= info.image_size).all()
@@ -296,9 +356,13 @@ def test_export_matches_the_pytorch_cascade(run_dir, test_rows, tmp_path, capsys
     contract = json.load(open(out / "model.json"))
     assert contract["parity"]["boxes_identical"] and contract["parity"]["max_abs_probability_diff"] <= PARITY_ATOL
     assert contract["input"]["dtype"] == "uint8" and contract["attributes"] == list(ATTRIBUTES)
-    # independently: the test split's faces (another batch size than the export's check)
     run = open_run(run_dir)
-    cascade = run.cascade()  # the eager cascade as predict uses it (chunked centres, CPU part blocks)
+    rule = run.decision_rule()
+    assert contract["decision"]["rule"] == run.results["threshold_rule"]
+    np.testing.assert_allclose(contract["decision"]["thresholds"], run.results["thresholds"]["paw"])
+    np.testing.assert_allclose(contract["decision"]["temperature"], rule.temperature, atol=1e-5)
+    # independently: the test split's faces (another batch size than the export's check)
+    cascade = run.cascade(rule)  # the eager cascade as predict uses it (chunked centres, CPU part blocks)
     images = sample_faces(run.data_dir(), cascade.image_size, n=24)["image"]
     probs, boxes = run_exported(written["model"], fmt, images)
     # Boxes: each exported window is centred on a cell where the eager cascade's upsampled
@@ -327,7 +391,7 @@ def test_export_matches_the_pytorch_cascade(run_dir, test_rows, tmp_path, capsys
         ref_b = cascade(torch.from_numpy(images))[1].numpy()
         np.testing.assert_array_equal(boxes[unique.numpy()], ref_b[unique.numpy()])
         # Probabilities: given the exported windows, the eager PaW gives the same on every face.
-        ref_p = torch.sigmoid(cascade.logits_at(x, exported_corners)).numpy()
+        ref_p = torch.sigmoid(cascade.logits_at(x, exported_corners) / cascade.temperature).numpy()
     np.testing.assert_allclose(probs, ref_p, rtol=0, atol=PARITY_ATOL)
     assert deployable_cascade(run).one_pass
     card = (out / "MODEL_CARD.md").read_text()

@@ -235,6 +235,20 @@ def test_label_noise_changes_only_stored_labels(tmp_path):
     assert shards.read_info(str(tmp_path / "noisy")).source["label_noise"] == 0.3
 
 
+def test_clean_labels_are_what_the_pictures_show_without_rendering(tmp_path):
+    noisy = _rows(_synth(tmp_path / "noisy", 0.3))
+    ids = sorted(noisy)
+    clean = sf.clean_labels(1, ids)
+    assert clean.shape == (len(ids), 40) and clean.dtype == bool
+    for k, name in zip(clean, ids):
+        index = int(name.split("-")[1])
+        np.testing.assert_array_equal(k, sf.render_example(1, index, 32)[1].astype(bool))
+    stored = np.array([noisy[i]["labels"] for i in ids], bool)
+    assert 0.2 < (stored != clean).mean() < 0.4
+    with pytest.raises(ValueError, match="not a SynthFaces image id"):
+        sf.clean_labels(1, ["000001.jpg"])
+
+
 def _synth(path, noise: float) -> str:
     sf.synthesize(n=30, size=32, seed=1, out=str(path), label_noise=noise, num_tasks=1)
     return str(path)

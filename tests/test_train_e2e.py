@@ -15,7 +15,7 @@ from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, LOCAL_ATTRIBUTES
 from paw_ray.train.manifest import Manifest
-from paw_ray.train.stage_table import STAGES
+from paw_ray.train.stage_table import STAGES, TRAIN_STAGES
 from paw_ray.train.run import train
 from paw_ray.train.stages.parts import part_dir
 
@@ -51,6 +51,20 @@ def test_every_stage_completes_with_its_artifact(smoke_run):
     assert manifest.stages["localize"].metrics["images"] == cfg.data.synth_n
     assert manifest.stages["parts"].metrics["parts_trained"] == 40
     assert os.path.exists(os.path.join(run_dir, "results.md"))
+
+
+def test_train_prints_a_line_per_epoch_of_every_ray_train_stage_and_the_parts_count(smoke_run):
+    lines = smoke_run.stdout.splitlines()
+    for stage in TRAIN_STAGES:
+        epochs = max(getattr(CFG, stage).epochs, 1)
+        mine = [line for line in lines if line.startswith(f"[{stage}] epoch ")]
+        assert [line.split(" · ")[0] for line in mine] == [f"[{stage}] epoch {k}/{epochs}" for k in range(1, epochs + 1)]
+        assert all(" · train loss " in line and " img/s · " in line and " elapsed, ETA " in line for line in mine), mine
+        assert "val mean acc " in mine[-1], "the last epoch validates"
+    assert mine[-1].endswith("ETA 0 s"), mine[-1]
+    done = [line for line in lines if line.startswith("[parts] ") and " done · " in line]
+    assert [line.split(" ")[1] for line in done] == [f"{k}/40" for k in range(1, 41)]
+    assert "ETA 0 s" in done[-1]
 
 
 def test_results_json_shape_and_ranges(smoke_run):

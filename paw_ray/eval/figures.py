@@ -10,6 +10,8 @@ titled with what it shows and the run it came from (``run_label``).
 - ``arl_figure``: the learned 40x40 attribute relation matrix with attribute names (Fig. 6).
 - ``curves_figure``: training loss and validation accuracy per epoch of every stage.
 - ``pointing_figure``: SynthFaces pointing accuracy per local attribute vs chance.
+- ``reliability_figure``: positive rate against probability per network, before and after
+  the fitted temperature.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from paw_ray.models.paw import rsl_whole_part  # noqa: E402
 from paw_ray.train.stages.evaluate import pointing_scope  # noqa: E402
 
 __all__ = ["ROW_LABELS", "accuracy_figure", "heatmap_figure", "part_boxes_figure", "rsl_figure",
-           "arl_figure", "curves_figure", "pointing_figure"]
+           "arl_figure", "curves_figure", "pointing_figure", "reliability_figure"]
 
 ROW_LABELS = {"frl": "FRL branch", "whole": "Whole-only (g_0)", "part": "Part-only (g_j)",
               "paw": "PaW", "majority": "majority class"}
@@ -197,5 +199,40 @@ def pointing_figure(localization: dict, run_label: str):
     ax.grid(axis="y", alpha=0.3)
     _title(fig, f"Localization on SynthFaces: pointing accuracy per local attribute vs chance "
                 f"({pointing_scope(localization)})", run_label)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(results: dict, run_label: str):
+    """Per network, the test split's positive rate against its mean probability in each bin
+    (every attribute pooled), before and after the fitted temperature: points on the diagonal
+    are calibrated. Below each, how many probabilities fell in each bin (log scale)."""
+    rows = [r for r in ROW_LABELS if r in results.get("reliability", {})]
+    fig, axes = plt.subplots(2, len(rows), figsize=(3.6 * len(rows), 5.6), squeeze=False,
+                             gridspec_kw={"height_ratios": (3, 1)}, sharex=True)
+    for k, row in enumerate(rows):
+        ax, counts = axes[0, k], axes[1, k]
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
+        bins = len(results["reliability"][row]["fixed"]["count"])
+        centres = (np.arange(bins) + 0.5) / bins
+        for key, style, ece_key in (("fixed", "o-", "mean_ece"), ("calibrated", "s-", "mean_ece_calibrated")):
+            rel = results["reliability"][row][key]
+            shown = [i for i, m in enumerate(rel["mean_probability"]) if m is not None]
+            label = "score / T" if key == "calibrated" else "score"
+            ax.plot([rel["mean_probability"][i] for i in shown], [rel["positive_rate"][i] for i in shown], style,
+                    ms=3, color=_COLOURS[row] if key == "calibrated" else "0.25",
+                    label=f"{label} (mean ECE {100 * (results[ece_key][row] or 0):.2f}%)")
+            counts.bar(centres + (0.25 if key == "calibrated" else -0.25) / bins, rel["count"], 0.5 / bins,
+                       color=_COLOURS[row] if key == "calibrated" else "0.25", log=True)
+        ax.set_title(ROW_LABELS[row], fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("positive rate" if k == 0 else "")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+        counts.set_xlabel("mean probability in the bin")
+        counts.set_ylabel("count" if k == 0 else "")
+    _title(fig, f"Reliability on the test split ({results['n_test']} images x 40 attributes), before and after "
+                f"the temperature fitted on {results['n_val']} validation images", run_label)
     fig.tight_layout()
     return fig

@@ -4,7 +4,8 @@ as it is) and ``figures.json`` (each figure's file, title and, for the ARL matri
 labels drawn on its axes).
 
 Sections: the stages (status, wall time); per-attribute test accuracy as a chart and as a
-table in the layout of the paper's Table 5; SynthFaces pointing accuracy; FRL heatmaps and
+table in the layout of the paper's Table 5; SynthFaces pointing accuracy; the decision rule
+fitted on the validation split, with reliability diagrams and a per-attribute threshold table; FRL heatmaps and
 part boxes over sample test faces (Fig. 4, Fig. 3); RSL weights part vs whole (Fig. 5); the
 ARL matrix (Fig. 6); the training curves of every stage. A section whose inputs the run
 does not have yet (e.g. before ``evaluate``) says so instead of failing the report.
@@ -34,6 +35,7 @@ from paw_ray.eval.figures import (
     heatmap_figure,
     part_boxes_figure,
     pointing_figure,
+    reliability_figure,
     rsl_figure,
 )
 from paw_ray.train.trained_run import open_run
@@ -135,7 +137,13 @@ def _accuracy(r: _Report) -> None:
         r.missing("Accuracy (Table 5)", "the evaluate stage has not run (no results.json)")
         return
     fig = r.save("accuracy", accuracy_figure(res, r.run_label), "Per-attribute test accuracy (Table 5 as a chart)")
-    r.section("Accuracy (Table 5)", fig + table5_html(res))
+    clean = res.get("noise_free")
+    noise_free = "" if not clean else (
+        f"<p>Against the noise-free labels (SynthFaces rendered with label noise {clean['label_noise']:g}; "
+        f"{100 * clean['label_agreement']:.1f}% of the stored test labels agree with them), mean accuracy: "
+        + ", ".join(f"{html.escape(ROW_LABELS[row])} {100 * clean['mean_accuracy'][row]:.2f}%" for row in ROW_LABELS
+                    if row in clean["mean_accuracy"]) + ".</p>")
+    r.section("Accuracy (Table 5)", fig + table5_html(res) + noise_free)
     loc = res.get("localization")
     if loc and loc.get("pointing_accuracy"):
         r.section("Localization (SynthFaces pointing accuracy)",
@@ -144,6 +152,41 @@ def _accuracy(r: _Report) -> None:
                   + f"<p>Share of test images ({pointing_scope(loc)}) whose part centre falls inside the "
                     f"attribute's ground-truth cue box: "
                     f"mean {100 * loc['mean']:.1f}% vs {100 * loc['chance_mean']:.1f}% for a uniformly random centre.</p>")
+
+
+def thresholds_html(results: dict, row: str = "paw") -> str:
+    """Per attribute, ``row``'s fitted temperature and threshold and what the test split
+    measures under the fixed rule and the fitted one."""
+    tuned = results["tuned"]
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    body = []
+    for j, a in enumerate(ATTRIBUTES):
+        cells = [f"{results['temperature'][row][j]:.2f}", f"{results['thresholds'][row][j]:.3f}"]
+        cells += [f"{pct(results[key][row][j])} / {pct(tuned[key][row][j])}" for key in ("accuracy", "balanced_accuracy", "f1")]
+        cells += [pct(results["average_precision"][row][j]),
+                  f"{pct(results['ece'][row][j])} / {pct(results['ece_calibrated'][row][j])}"]
+        body.append(f"<tr><th>{html.escape(a)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ('<table class="t5"><tr><th>attribute</th><th>T</th><th>threshold</th><th>accuracy 0.5 / fitted</th>'
+            "<th>balanced 0.5 / fitted</th><th>F1 0.5 / fitted</th><th>average precision</th>"
+            "<th>ECE before / after T</th></tr>" + "".join(body) + "</table>"
+            f"<p>{html.escape(ROW_LABELS[row])}: the temperature T and probability threshold fitted per attribute on "
+            f"{results['n_val']} validation images ({results['threshold_rule'].replace('_', ' ')}), the rule "
+            f"<code>paw-ray predict</code> and the export apply; measures on the {results['n_test']} test images, "
+            "in %.</p>")
+
+
+def _decisions(r: _Report) -> None:
+    res = r.run.results
+    if res is None or "reliability" not in res:
+        r.missing("Decision rule and calibration", "the evaluate stage has not written the fitted decision rule "
+                                                   "(rerun it: paw-ray train --from-stage evaluate)")
+        return
+    fig = r.save("reliability", reliability_figure(res, r.run_label),
+                 "Reliability diagrams: positive rate against probability, before and after the temperature")
+    r.section("Decision rule and calibration", fig + thresholds_html(res))
 
 
 def pick_faces(labels: np.ndarray, attributes: list[int], n: int) -> np.ndarray:
@@ -222,6 +265,7 @@ def write_report(run_dir: str, out_dir: str | None = None, log: Callable[[str], 
     r = _Report(run, out_dir, log)
     r.section("Stages", _stage_table(run))
     _accuracy(r)
+    _decisions(r)
     for title, build, needs in (("Where the parts are (Fig. 4)", _heatmaps, ("frl", "finetune")),
                                 ("Region switch and attribute relation layers (Fig. 5, 6)", _fusion_layers,
                                  ("finetune",)),

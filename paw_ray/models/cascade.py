@@ -9,7 +9,8 @@ Input contract of ``forward``: a batch of RGB face images as **uint8** ``(B, 3, 
 (``paw_ray.data.batches.model_batch``) happens inside, so callers hand over pixels.
 
 Output of ``forward``: ``(probabilities, boxes)`` — probabilities ``(B, 40)`` float32
-(sigmoid of the PaW scores; decision = probability > 0.5), boxes ``(B, 40, 4)`` int64
+(sigmoid of the PaW scores over the per-attribute ``temperature``, 1 unless ``calibrate``
+set the fitted one; the decision thresholds are the caller's), boxes ``(B, 40, 4)`` int64
 ``x, y, w, h`` of attribute j's part window in input pixels (``w = h = data.part_size``).
 
 With ``parts.source = grid`` (the paper's 4x4-grid baseline) the centres are the fixed
@@ -29,6 +30,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
+from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from paw_ray.models.frl import FRL
 from paw_ray.models.windows import grid_centres, part_centres, part_windows
@@ -78,6 +80,13 @@ class Cascade(nn.Module):
         self.register_buffer("mean", torch.as_tensor(IMAGENET_MEAN * 255.0).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.as_tensor(IMAGENET_STD * 255.0).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("grid", grid_centres(1)[0], persistent=False)
+        self.register_buffer("temperature", torch.ones(NUM_ATTRIBUTES), persistent=False)
+
+    def calibrate(self, temperature) -> "Cascade":
+        """Divide the scores by this per-attribute temperature before the sigmoid (the
+        evaluation's fitted calibration, ``metrics.DecisionRule``)."""
+        self.temperature.copy_(torch.as_tensor(temperature, dtype=self.temperature.dtype))
+        return self
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or 0..255 float) RGB -> the networks' input, as in training."""
@@ -119,7 +128,7 @@ class Cascade(nn.Module):
         logits = self.logits_at(x, corners)
         size = corners * 0 + self.part_size  # not full_like: the exporter would fix its batch size
         boxes = torch.cat((corners, size), dim=-1)
-        return CascadeOutput(torch.sigmoid(logits), boxes, logits, centres, heat)
+        return CascadeOutput(torch.sigmoid(logits / self.temperature), boxes, logits, centres, heat)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, 3, S, S) -> (probabilities (B, 40), boxes (B, 40, 4) x, y, w, h)."""

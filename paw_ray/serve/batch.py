@@ -10,9 +10,10 @@ with GPUs each actor holds one (or a fraction, ``gpus_per_actor``).
 
 Output: a folder of Parquet files, **one row per input row** (all rows of the chosen
 splits), columns ``image_id``, ``ok`` (False: the image did not decode; its
-probabilities are NaN), ``p_<attribute>`` (40 float32 probabilities) and
-``box_<attribute>`` (40 x [x, y, w, h] float32, the part window in the pixels of the
-stored image of the row).
+probabilities are NaN and its decisions null), ``p_<attribute>`` (40 float32
+probabilities, calibrated by the run's decision rule), ``<attribute>`` (40 bool decisions
+under that rule: ``TrainedRun.decision_rule``, fitted by default) and ``box_<attribute>``
+(40 x [x, y, w, h] float32, the part window in the pixels of the stored image of the row).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = ["CascadePredictor", "predict_shards", "prediction_schema"]
 def prediction_schema() -> pa.Schema:
     fields = [pa.field("image_id", pa.string()), pa.field("ok", pa.bool_())]
     fields += [pa.field(f"p_{a}", pa.float32()) for a in ATTRIBUTES]
+    fields += [pa.field(a, pa.bool_()) for a in ATTRIBUTES]
     fields += [pa.field(f"box_{a}", pa.list_(pa.float32(), 4)) for a in ATTRIBUTES]
     return pa.schema(fields)
 
@@ -46,10 +48,12 @@ def prediction_schema() -> pa.Schema:
 class CascadePredictor:
     """Ray Data actor: decoded batches -> prediction rows, with the cascade loaded once."""
 
-    def __init__(self, run_dir: str, stored_size: int, cpus: float = 1.0):
+    def __init__(self, run_dir: str, stored_size: int, cpus: float = 1.0, decision_rule: str = "fitted"):
         torch.set_num_threads(threads_for(cpus))
         self.device = given_device()
-        self.cascade = open_run(run_dir).cascade().to(self.device)
+        run = open_run(run_dir)
+        self.rule = run.decision_rule(decision_rule)
+        self.cascade = run.cascade(self.rule).to(self.device)
         self.scale = stored_size / self.cascade.image_size  # network pixels -> stored image pixels
         self.schema = prediction_schema()
 
@@ -66,6 +70,8 @@ class CascadePredictor:
             boxes[ok] = b.cpu().numpy().astype(np.float32) * self.scale
         columns = [pa.array(np.asarray(batch["image_id"]).astype(str).tolist(), pa.string()), pa.array(ok)]
         columns += [pa.array(probs[:, j]) for j in range(NUM_ATTRIBUTES)]
+        decisions = self.rule.decide(probs)
+        columns += [pa.array(decisions[:, j], mask=~ok) for j in range(NUM_ATTRIBUTES)]
         columns += [pa.FixedSizeListArray.from_arrays(pa.array(boxes[:, j].ravel()), 4)
                     for j in range(NUM_ATTRIBUTES)]
         return pa.Table.from_arrays(columns, schema=self.schema)
@@ -85,7 +91,7 @@ def _count_rows(out: str) -> tuple[int, int, list[str]]:
 
 def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str = "all",
                    num_actors: int = 0, gpus_per_actor: float | None = None, batch_size: int = 256,
-                   op_cpus: float | None = None, overwrite: bool = False,
+                   op_cpus: float | None = None, overwrite: bool = False, decision_rule: str = "fitted",
                    log: Callable[[str], None] = print) -> dict:
     """Predict every row of ``split`` (``train|val|test|all``) of ``data_dir`` (default: the
     run's own data) into Parquet files under ``out``; return counts and throughput.
@@ -110,6 +116,9 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     if storage.listdir(out) and not overwrite:
         raise PawRayError(f"{out} already holds files; choose an empty --out or pass --overwrite")
     run.artifact("finetune")  # fail here, not in every actor, when the run is unfinished
+    rule = run.decision_rule(decision_rule).rule
+    if rule == "fixed" and decision_rule == "fitted":
+        log(f"[predict] {run_dir} holds no fitted decision rule: decisions are probability > 0.5")
 
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0.0)
@@ -128,7 +137,7 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     ds = ds.map_batches(
         CascadePredictor,
         fn_constructor_kwargs={"run_dir": run_dir, "stored_size": info.image_size,
-                               "cpus": actor_cpus},
+                               "cpus": actor_cpus, "decision_rule": decision_rule},
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=actor_cpus,
         num_gpus=gpus_per_actor,
@@ -141,5 +150,5 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     expected = sum(info.num_rows.get(s, 0) for s in splits)
     return {"out": out, "files": len(files), "rows": rows, "input_rows": expected, "decode_failures": failed,
             "splits": splits, "seconds": round(seconds, 2), "images_per_s": round(rows / max(seconds, 1e-9), 1),
-            "actors": num_actors, "gpus_per_actor": gpus_per_actor, "op_cpus": op_cpus,
+            "decision_rule": rule, "actors": num_actors, "gpus_per_actor": gpus_per_actor, "op_cpus": op_cpus,
             "device": "GPU" if gpus_per_actor > 0 else "CPU"}

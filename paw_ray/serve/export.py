@@ -6,7 +6,9 @@ and ``MODEL_CARD.md`` beside it.
 Contract: input ``images``, uint8 ``(B, 3, S, S)`` RGB face boxes (S = the run's
 ``data.image_size``; normalisation happens inside); outputs ``probabilities`` float32
 ``(B, 40)`` and ``boxes`` int64 ``(B, 40, 4)`` (x, y, w, h in input pixels). The batch
-dimension is dynamic.
+dimension is dynamic. The probabilities are calibrated by the run's decision rule
+(``TrainedRun.decision_rule``: fitted by default), whose temperature is part of the graph;
+its per-attribute thresholds are in ``model.json`` under ``decision``.
 
 Formats: ``torchscript`` (``torch.jit.trace``, ``paw_cascade.torchscript.pt``) and ``onnx``
 (``paw_cascade.onnx``, opset 17, PyTorch's TorchScript-based exporter: the newer
@@ -50,10 +52,11 @@ PARITY_ATOL = 1e-5
 ONNX_OPSET = 17
 
 
-def deployable_cascade(run):
+def deployable_cascade(run, rule=None):
     """The run's cascade set up for export: one upsampling pass for the centres and the 40
-    part subnets as one grouped pass (a small graph that suits GPUs and ONNX runtimes)."""
-    cascade = run.cascade()
+    part subnets as one grouped pass (a small graph that suits GPUs and ONNX runtimes);
+    calibrated by ``rule`` (a ``metrics.DecisionRule``) when one is given."""
+    cascade = run.cascade(rule)
     cascade.one_pass = True
     cascade.paw.parts.parts_per_block = cascade.paw.parts.num_parts
     return cascade.eval()
@@ -109,14 +112,17 @@ def _sha256(location: str) -> str:
     return hashlib.sha256(storage.read_bytes(location)).hexdigest()
 
 
-def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None,
+def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None, decision_rule: str = "fitted",
                    log: Callable[[str], None] = print) -> dict:
     """Export the run's cascade in ``fmt`` into ``out_dir`` (default ``<run>/export``), verify
     it, write ``model.json`` and ``MODEL_CARD.md``; return what was written."""
     if fmt not in FORMATS:
         raise PawRayError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
     run = open_run(run_dir)
-    cascade = deployable_cascade(run)
+    rule = run.decision_rule(decision_rule)
+    if rule.rule == "fixed" and decision_rule == "fitted":
+        log(f"[export] {run_dir} holds no fitted decision rule: the export decides probability > 0.5")
+    cascade = deployable_cascade(run, rule)
     out_dir = out_dir or storage.join(run_dir, "export")
     location = storage.join(out_dir, FORMATS[fmt])
     t0 = time.time()
@@ -136,10 +142,14 @@ def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None,
                   "content": "a face box cut, squared and resized to the input size (paw_ray.data.facebox); "
                              "ImageNet mean/std normalisation is done inside the model"},
         "outputs": {"probabilities": {"dtype": "float32", "shape": ["batch", 40],
-                                      "meaning": "sigmoid of the PaW scores; decision = probability > 0.5"},
+                                      "meaning": "sigmoid of the PaW scores over decision.temperature; "
+                                                 "attribute j is present when probability > "
+                                                 "decision.thresholds[j]"},
                     "boxes": {"dtype": "int64", "shape": ["batch", 40, 4],
                               "meaning": "x, y, w, h of each attribute's part window in input pixels"}},
         "attributes": list(ATTRIBUTES),
+        "decision": {"rule": rule.rule, "temperature": [round(float(t), 5) for t in rule.temperature],
+                     "thresholds": [round(float(t), 5) for t in rule.thresholds]},
         "parts_source": run.cfg.parts.source,
         "part_size": cascade.part_size,
         "parameters": parameter_counts(cascade),

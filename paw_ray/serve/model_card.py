@@ -26,7 +26,7 @@ def _accuracy_section(results: dict | None) -> list[str]:
     if results is None:
         return ["Not measured: the run's evaluate stage has not written results.json."]
     lines = [f"Test split of the training data, {results['n_test']} images (from `results.json`). "
-             "Decision: probability > 0.5.", "",
+             "Decision: probability > 0.5 (the fitted rule's figures are in the run's `results.md`).", "",
              "| network | mean accuracy | mean balanced accuracy |", "|---|---|---|"]
     for row in RESULT_ROWS:
         if row in results["mean_accuracy"]:
@@ -45,6 +45,14 @@ def _accuracy_section(results: dict | None) -> list[str]:
                       f"local attributes "
                       f"(a random centre: {100 * loc['chance_mean']:.1f}%)."]
     return lines
+
+
+def _decision_text(contract: dict) -> str:
+    decision = contract["decision"]
+    if decision["rule"] == "fixed":
+        return "decision: > 0.5"
+    return (f"calibrated by a temperature per attribute; decision: > the attribute's threshold, "
+            f"both in `model.json` under `decision`, fitted on the validation split for {decision['rule']}")
 
 
 def model_card(run, contract: dict) -> str:
@@ -68,7 +76,7 @@ def model_card(run, contract: dict) -> str:
         f"- Input `images`: uint8 `(batch, 3, {s}, {s})`, RGB, a **face box** cut, squared and resized to "
         f"{s}x{s} (the face-box rule of `paw_ray.data.facebox`; `paw-ray predict` does this for photos). "
         "Normalisation is inside the model.",
-        "- Outputs: `probabilities` float32 `(batch, 40)` in CelebA attribute order (decision: > 0.5); "
+        f"- Outputs: `probabilities` float32 `(batch, 40)` in CelebA attribute order ({_decision_text(contract)}); "
         f"`boxes` int64 `(batch, 40, 4)`: x, y, w, h of each attribute's {contract['part_size']}x"
         f"{contract['part_size']} part window in input pixels.",
         f"- Part centres: {'FRL heatmap argmax' if contract['parts_source'] == 'frl' else 'fixed 4x4 grid'}.",

@@ -15,8 +15,10 @@ for every image) or ``boxes`` (``{image name or path: box}``, from ``--boxes CSV
 an image without one is taken whole as the face — squared by padding, as the face-box
 rule does — and ``Predictor.notes`` says so (the CLI prints it on stderr).
 
-Per image: the 40 probabilities and decisions (probability > 0.5, the score > 0 rule of
-the evaluation), and the 40 part boxes ``x, y, w, h`` in the **input image's pixels**
+Per image: the 40 probabilities and decisions under the run's decision rule
+(``TrainedRun.decision_rule``: by default the temperature and threshold per attribute
+that the evaluation fitted on the validation split; ``fixed`` is probability > 0.5), and
+the 40 part boxes ``x, y, w, h`` in the **input image's pixels**
 (the window in the network input mapped back through the face square, clipped to the
 image). An input that cannot be read is reported in ``Predictor.errors`` (its path and
 why) and the others are still predicted.
@@ -43,6 +45,7 @@ from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.data import facebox, shards
 from paw_ray.data.stream import decode_batch
 from paw_ray.errors import PawRayError
+from paw_ray.metrics import DecisionRule
 
 __all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "parse_box", "read_boxes_csv",
            "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]
@@ -104,11 +107,12 @@ class Prediction:
     probabilities: np.ndarray  # (40,)
     boxes: np.ndarray  # (40, 4) x, y, w, h in input pixels
     net_boxes: np.ndarray  # (40, 4) the same windows in network-input pixels (on ``face.pixels``)
+    rule: DecisionRule = field(default_factory=DecisionRule.fixed, repr=False)  # the probabilities' calibration
     heatmaps: np.ndarray | None = field(default=None, repr=False)  # (40, h, w), with explain
 
     @property
     def decisions(self) -> np.ndarray:
-        return self.probabilities > 0.5
+        return self.rule.decide(self.probabilities)
 
     def to_json(self) -> dict:
         f = self.face
@@ -120,6 +124,7 @@ class Prediction:
             "face_box_source": f.box_source,
             "probabilities": {a: round(float(p), 6) for a, p in zip(ATTRIBUTES, self.probabilities)},
             "decisions": {a: bool(d) for a, d in zip(ATTRIBUTES, self.decisions)},
+            "decision_rule": self.rule.rule,
             "part_boxes": {a: [round(float(v), 2) for v in b] for a, b in zip(ATTRIBUTES, self.boxes)},
         }
 
@@ -147,13 +152,15 @@ class Predictor:
     """Runs a trained cascade over inputs; collects ``errors`` and ``notes`` for the user."""
 
     def __init__(self, run, box=None, boxes: dict | None = None, split: str = "test",
-                 batch_size: int = 32, explain: bool = False):
+                 batch_size: int = 32, explain: bool = False, decision_rule: str = "fitted"):
         if box is not None and boxes:
             raise PawRayError("give --box or --boxes, not both")
         if split not in (*shards.SPLITS, "all"):
             raise PawRayError(f"--split {split!r}: one of {', '.join(shards.SPLITS)}, all")
         self.run = run
-        self.cascade = run.cascade()
+        self.rule = run.decision_rule(decision_rule)
+        self.rule_fallback = decision_rule == "fitted" and self.rule.rule == "fixed"
+        self.cascade = run.cascade(self.rule)
         self.image_size = self.cascade.image_size
         self.box, self.boxes = box, boxes or {}
         self.split, self.batch_size, self.explain = split, max(1, batch_size), explain
@@ -163,10 +170,12 @@ class Predictor:
 
     @property
     def notes(self) -> list[str]:
+        notes = ["the run holds no fitted decision rule (evaluated without validation rows, or by an "
+                 "older paw_ray): decisions are probability > 0.5"] if self.rule_fallback else []
         if not self.whole_image:
-            return []
+            return notes
         shown = ", ".join(self.whole_image[:5]) + (", ..." if len(self.whole_image) > 5 else "")
-        return [f"no face box given for {len(self.whole_image)} image(s) ({shown}): the whole image is "
+        return notes + [f"no face box given for {len(self.whole_image)} image(s) ({shown}): the whole image is "
                 "taken as the face (padded to a square). For in-the-wild photos give --box x,y,w,h "
                 "or --boxes CSV (image name,x,y,w,h)."]
 
@@ -254,7 +263,7 @@ class Predictor:
         heat = out.heatmaps.numpy() if (self.explain and out.heatmaps is not None) else None
         preds = []
         for i, f in enumerate(faces):
-            preds.append(Prediction(f, probs[i], self.to_input_pixels(net_boxes[i], f), net_boxes[i],
+            preds.append(Prediction(f, probs[i], self.to_input_pixels(net_boxes[i], f), net_boxes[i], self.rule,
                                     None if heat is None else heat[i]))
         return preds
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from paw_ray.config import Config, RayConfig
@@ -23,8 +24,15 @@ def ensure_ray(rcfg: RayConfig) -> bool:
     ``ray.address`` "" means: the cluster named by ``RAY_ADDRESS`` (set for drivers of
     ``ray job submit``), else a fresh local Ray on this machine — never an unrelated
     cluster that happens to have been started here with ``ray start``.
+
+    Unless ``ray.verbose``, Ray's own output stays out of the terminal: the workers' and
+    actors' log lines are not forwarded (the stages report their progress in
+    ``train.progress`` records and their failures as errors), Ray logs only warnings, and
+    Ray Data neither logs its execution plans nor draws progress bars. The lines stay in
+    the session's log files.
     """
     import ray
+    import ray.data
 
     if ray.is_initialized():
         return False
@@ -37,7 +45,11 @@ def ensure_ray(rcfg: RayConfig) -> bool:
         # Bound to 127.0.0.1; another free port is taken if the default one is in use.
         kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True,
                   "dashboard_host": "127.0.0.1", "_system_config": LOCAL_SYSTEM_CONFIG}
-    ray.init(address=address, **kwargs)
+    quiet = not rcfg.verbose
+    ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO,
+             **kwargs)
+    ray.data.DataContext.get_current().enable_progress_bars = not quiet
+    logging.getLogger("ray.data").setLevel(logging.ERROR if quiet else logging.INFO)
     return address == "local"
 
 

@@ -31,6 +31,7 @@ from paw_ray.data.batches import StreamStats
 from paw_ray.data.cache import choose_placement, row_bytes
 from paw_ray.data.feed import EpochFeed
 from paw_ray.train.checkpoints import load_state, save_state
+from paw_ray.train.progress import write_progress
 from paw_ray.train.resources import threads_for
 from paw_ray.train.stage_table import stage as stage_spec
 from paw_ray.train.task import TrainTask
@@ -191,6 +192,8 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         metrics["workers"] = world
         metrics["nodes"] = sorted(set(nodes))
         history.append(metrics)
+        if rank == 0 and loop_config.get("progress"):
+            write_progress(loop_config["progress"], {**metrics, "epochs": max(epochs, 1)})
         if rank == 0 and checkpointed:
             state = training_state(model, optimizer, epoch, history, attempt)
             if last:

@@ -208,13 +208,14 @@ def _summary(metrics: dict) -> str:
 def _run_stage(stage, cfg, data_dir, data_label, run_dir, fp, inputs, log):
     """Run one stage the way the stage table says it runs."""
     if stage_spec(stage).trains:
-        return run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs)
+        return run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, log=log)
     return stage_spec(stage).code().run_stage(StageRun(cfg, data_dir, data_label, run_dir, fp, inputs, log))
 
 
-def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None):
+def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=None, log=None):
     """A Ray Train stage on ``data_dir``'s train and val streams (with the part centres where
-    the stage crops at them); ``callbacks`` go to the TorchTrainer (Tune's reporting)."""
+    the stage crops at them); ``callbacks`` go to the TorchTrainer (Tune's reporting), and
+    ``log`` gets a line per epoch."""
     import ray
 
     centres = None
@@ -230,5 +231,5 @@ def run_ray_train_stage(stage, cfg, data_dir, run_dir, fp, inputs, callbacks=Non
     rows = shards.read_info(data_dir).num_rows
     return run_train_stage(stage, cfg, run_dir, fp, inputs, datasets, prior, rows,
                            decoder=consumer_decoder(decoder, decode_in),
-                           callbacks=callbacks)
+                           callbacks=callbacks, log=log)
 

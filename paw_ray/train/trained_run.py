@@ -5,6 +5,9 @@ the preset named in the manifest, then ``<run>/config.json`` (the full config of
 last ``train()`` call, when present), then each stage record's ``config`` in pipeline
 order — so every section comes from the stage that actually ran with it.
 
+The decision rule (``decision_rule``) is the one the evaluate stage fitted on the validation
+split for PaW and wrote to ``results.json``: a temperature and a threshold per attribute.
+
 Weights are loaded as data only (``checkpoints.load_state``: ``weights_only``), never
 as pickled code. Artifact paths recorded in the manifest are re-rooted onto the run
 directory given here, so a run directory that was moved or copied still opens.
@@ -16,8 +19,11 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from paw_ray import config as C
 from paw_ray import storage
+from paw_ray.metrics import DecisionRule
 from paw_ray.models.cascade import Cascade
 from paw_ray.models.paw import PaW
 from paw_ray.train.checkpoints import load_state
@@ -75,21 +81,35 @@ class TrainedRun:
         where = storage.join(self.run_dir, "results.json")
         return storage.read_json(where) if storage.exists(where) else None
 
+    def decision_rule(self, which: str = "fitted") -> DecisionRule:
+        """PaW's decision rule: ``fitted`` (from ``results.json``) or ``fixed`` (T = 1,
+        threshold 0.5). A run evaluated before the rule was fitted, or with no validation
+        rows, has only the fixed one: the returned rule's ``rule`` says which was given."""
+        if which not in C.DECISION_RULES:
+            raise RunDirError(f"decision rule {which!r}: one of {', '.join(C.DECISION_RULES)}")
+        results = self.results or {}
+        if which == "fixed" or not results.get("n_val") or "paw" not in results.get("temperature", {}):
+            return DecisionRule.fixed()
+        temperature = [1.0 if t is None else t for t in results["temperature"]["paw"]]
+        thresholds = [0.5 if t is None else t for t in results["thresholds"]["paw"]]
+        return DecisionRule(np.asarray(temperature, float), np.asarray(thresholds, float),
+                            results.get("threshold_rule", "balanced_accuracy"))
+
     def data_dir(self, log=None) -> str:
         """The run's data folder (SynthFaces is re-rendered, deterministically, if it was removed)."""
         return resolve_data(self.cfg, self.run_dir, log or (lambda m: print(m, file=sys.stderr)))[0]
 
-    def cascade(self):
-        """The trained cascade (FRL + PaW, or grid centres + PaW) in eval mode, on CPU."""
-
+    def cascade(self, rule: DecisionRule | None = None):
+        """The trained cascade (FRL + PaW, or grid centres + PaW) in eval mode, on CPU; its
+        probabilities calibrated by ``rule``'s temperature when one is given."""
         paw = PaW.from_config(self.cfg)
         paw.load_state_dict(load_state(self.artifact("finetune")))
         frl = self.frl() if self.cfg.parts.source == "frl" else None
-        return Cascade(paw, frl, self.cfg.parts.source).eval()
+        cascade = Cascade(paw, frl, self.cfg.parts.source).eval()
+        return cascade.calibrate(rule.temperature) if rule is not None else cascade
 
     def frl(self):
         """The trained FRL localization network (no MNL branch), eval mode."""
-
         return load_frl(self.cfg, self.artifact("frl")).eval()
 
 

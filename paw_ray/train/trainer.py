@@ -9,8 +9,9 @@ storage path), while a changed config starts a fresh run beside it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Callable
 
 from paw_ray import storage
 from paw_ray.config import Config, StageConfig, to_dict
@@ -18,6 +19,7 @@ from paw_ray.data.stream import RowDecoder
 from paw_ray.errors import StageFailed, root_message
 from paw_ray.train.checkpoints import load_state, save_state
 from paw_ray.train.loop import STATE_FILE, train_worker_loop
+from paw_ray.train.progress import ProgressTail, progress_dir
 
 __all__ = ["run_train_stage", "ray_train_storage"]
 
@@ -31,10 +33,11 @@ def ray_train_storage(run_dir: str) -> str:
 def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
                     inputs: dict[str, str], datasets: dict[str, Any], label_prior: list[float],
                     rows: dict[str, int], decoder: RowDecoder | None = None,
-                    callbacks: list | None = None) -> tuple[str, dict[str, Any]]:
+                    callbacks: list | None = None, log: Callable[[str], None] | None = None) -> tuple[str, dict[str, Any]]:
     """Fit ``stage`` with a TorchTrainer; save its artifact to ``<run>/stages/<stage>/model.pt``.
     ``rows``: each split's row count (the workers size their decoded caches from it).
     ``decoder``: the ``RowDecoder`` the workers apply to streams that carry encoded rows.
+    ``log``: where each epoch's progress line goes while the stage trains (``progress``).
 
     Returns the artifact's location and the final metrics (with the per-epoch history).
     """
@@ -46,7 +49,7 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
         train_worker_loop,
         train_loop_config={"stage": stage, "cfg": to_dict(cfg), "inputs": inputs,
                            "label_prior": [float(p) for p in label_prior], "rows": dict(rows),
-                           "decoder": decoder},
+                           "decoder": decoder, "progress": progress_dir(run_dir, stage)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
             resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},
@@ -62,7 +65,8 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
         datasets=datasets,
     )
     try:
-        result = trainer.fit()
+        with ProgressTail(progress_dir(run_dir, stage), stage, log) if log else contextlib.nullcontext():
+            result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; keep the message short and useful
         raise StageFailed(f"stage {stage!r} failed after {scfg.max_failures} allowed restart(s): "
                           f"{root_message(e)}") from e

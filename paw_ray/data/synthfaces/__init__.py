@@ -13,7 +13,7 @@ below are the public API; the modules' other names are this package's own.
 """
 
 from paw_ray.data.synthfaces.dataset import DEFAULT_CHUNK, split_sizes, synthesize
-from paw_ray.data.synthfaces.examples import GENERATOR_VERSION, encode_png, render_example
+from paw_ray.data.synthfaces.examples import GENERATOR_VERSION, clean_labels, encode_png, image_id, render_example
 from paw_ray.data.synthfaces.geometry import Pose, sample_pose
 from paw_ray.data.synthfaces.render import SynthError, render_face
 
@@ -25,6 +25,8 @@ __all__ = [
     "sample_pose",
     "render_face",
     "render_example",
+    "clean_labels",
+    "image_id",
     "encode_png",
     "synthesize",
     "split_sizes",

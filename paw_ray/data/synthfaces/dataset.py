@@ -16,7 +16,7 @@ import numpy as np
 
 from paw_ray import storage
 from paw_ray.data import shards
-from paw_ray.data.synthfaces.examples import GENERATOR_VERSION, encode_png, render_example
+from paw_ray.data.synthfaces.examples import GENERATOR_VERSION, encode_png, image_id, render_example
 from paw_ray.data.synthfaces.render import SynthError
 
 DEFAULT_CHUNK = 500
@@ -26,7 +26,7 @@ def _render_rows(seed: int, start: int, stop: int, size: int, split: str, label_
     rows = {k: [] for k in ("image_id", "split", "image", "labels", "face_box", "part_boxes_gt")}
     for i in range(start, stop):
         img, _, stored, boxes = render_example(seed, i, size, label_noise)
-        rows["image_id"].append(f"synth-{i:07d}")
+        rows["image_id"].append(image_id(i))
         rows["split"].append(split)
         rows["image"].append(encode_png(img))
         rows["labels"].append(stored)

@@ -15,6 +15,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from paw_ray.attributes import NUM_ATTRIBUTES
 from paw_ray.data import labels as label_model
 from paw_ray.data.synthfaces.render import render_face
 
@@ -39,6 +40,24 @@ def render_example(seed: int, i: int, size: int, label_noise: float = 0.0):
     stored = label_model.apply_label_noise(noise_rng, clean, label_noise) if label_noise > 0 else clean.copy()
     img, boxes = render_face(render_rng, clean, size)
     return img, clean, stored, boxes
+
+
+def image_id(i: int) -> str:
+    """The ``image_id`` of image ``i`` in a shard."""
+    return f"synth-{i:07d}"
+
+
+def clean_labels(seed: int, image_ids) -> np.ndarray:
+    """The noise-free labels (N, 40) of the images with these ids, from their label streams
+    alone (nothing is rendered): what the pictures show when ``label_noise`` flipped some of
+    the stored labels."""
+    out = []
+    for name in image_ids:
+        prefix, _, number = str(name).partition("-")
+        if prefix != "synth" or not number.isdigit():
+            raise ValueError(f"{name!r} is not a SynthFaces image id")
+        out.append(label_model.sample_labels(_streams(seed, int(number))[0], 1)[0])
+    return np.array(out, dtype=bool).reshape(-1, NUM_ATTRIBUTES)
 
 
 def encode_png(img: Image.Image) -> bytes:

@@ -43,6 +43,7 @@ from paw_ray.errors import StageFailed, root_message
 from paw_ray.models.paw import PartSubnets
 from paw_ray.models.students import SNet
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
+from paw_ray.train.progress import clock, eta
 from paw_ray.train.loop import (
     channels_last,
     describe_placement,
@@ -200,7 +201,7 @@ def run_parts(cfg, data_dir: str, run_dir: str, fingerprint: str, whole_location
                        max_retries=cfg.parts.max_retries, retry_exceptions=False)
         cfg_dict = to_dict(cfg)
         queue, running = list(todo), {}
-        t0 = time.time()
+        t0, finished = time.time(), 0
         while queue or running:
             limit = max_in_flight(cfg)
             for ref in list(running)[limit:]:
@@ -226,9 +227,11 @@ def run_parts(cfg, data_dir: str, run_dir: str, fingerprint: str, whole_location
                                   f"{cfg.parts.max_retries} retries: {root_message(e)}") from e
             records[part] = rec
             acc = rec["metrics"].get("val_mean_accuracy", float("nan"))
-            log(f"[parts] {len(records)}/40 done — part {part:02d} {ATTRIBUTES[part]}: "
-                f"val mean acc {acc:.3f}, {rec['wall_time_s']:.1f}s, attempt {rec['attempt']} "
-                f"({time.time() - t0:.0f}s elapsed)")
+            finished += 1
+            elapsed = time.time() - t0
+            log(f"[parts] {len(records)}/{NUM_ATTRIBUTES} done · part {part:02d} {ATTRIBUTES[part]}: "
+                f"val mean acc {100 * acc:.2f}%, {rec['wall_time_s']:.1f}s, attempt {rec['attempt']} · "
+                f"{clock(elapsed)} elapsed, ETA {eta(elapsed, finished, len(queue) + len(running))}")
 
     subnets = PartSubnets.from_config(cfg)
     for part in range(NUM_ATTRIBUTES):
