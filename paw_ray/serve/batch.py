@@ -31,7 +31,7 @@ from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.data import shards
 from paw_ray.data.stream import RowDecoder, image_stream
 from paw_ray.errors import PawRayError
-from paw_ray.train.trained_run import open_run
+from paw_ray.train.trained_run import fell_back, open_run
 from paw_ray.train.resources import given_device, how_many_fit, threads_for
 
 __all__ = ["CascadePredictor", "predict_shards", "prediction_schema"]
@@ -116,8 +116,8 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     if storage.listdir(out) and not overwrite:
         raise PawRayError(f"{out} already holds files; choose an empty --out or pass --overwrite")
     run.artifact("finetune")  # fail here, not in every actor, when the run is unfinished
-    rule = run.decision_rule(decision_rule).rule
-    if rule == "fixed" and decision_rule == "fitted":
+    rule = run.decision_rule(decision_rule)
+    if fell_back(decision_rule, rule):
         log(f"[predict] {run_dir} holds no fitted decision rule: decisions are probability > 0.5")
 
     resources = ray.cluster_resources()
@@ -150,5 +150,5 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     expected = sum(info.num_rows.get(s, 0) for s in splits)
     return {"out": out, "files": len(files), "rows": rows, "input_rows": expected, "decode_failures": failed,
             "splits": splits, "seconds": round(seconds, 2), "images_per_s": round(rows / max(seconds, 1e-9), 1),
-            "decision_rule": rule, "actors": num_actors, "gpus_per_actor": gpus_per_actor, "op_cpus": op_cpus,
+            "decision_rule": rule.rule, "actors": num_actors, "gpus_per_actor": gpus_per_actor, "op_cpus": op_cpus,
             "device": "GPU" if gpus_per_actor > 0 else "CPU"}

@@ -41,7 +41,7 @@ from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.errors import PawRayError
 from paw_ray.eval.report import sample_faces
-from paw_ray.train.trained_run import open_run
+from paw_ray.train.trained_run import fell_back, open_run
 from paw_ray.serve.model_card import model_card, parameter_counts
 
 __all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "run_exported", "deployable_cascade",
@@ -120,7 +120,7 @@ def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None, decision_
         raise PawRayError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
     run = open_run(run_dir)
     rule = run.decision_rule(decision_rule)
-    if rule.rule == "fixed" and decision_rule == "fitted":
+    if fell_back(decision_rule, rule):
         log(f"[export] {run_dir} holds no fitted decision rule: the export decides probability > 0.5")
     cascade = deployable_cascade(run, rule)
     out_dir = out_dir or storage.join(run_dir, "export")

@@ -46,6 +46,7 @@ from paw_ray.data import facebox, shards
 from paw_ray.data.stream import decode_batch
 from paw_ray.errors import PawRayError
 from paw_ray.metrics import DecisionRule
+from paw_ray.train.trained_run import fell_back
 
 __all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "parse_box", "read_boxes_csv",
            "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]
@@ -159,7 +160,7 @@ class Predictor:
             raise PawRayError(f"--split {split!r}: one of {', '.join(shards.SPLITS)}, all")
         self.run = run
         self.rule = run.decision_rule(decision_rule)
-        self.rule_fallback = decision_rule == "fitted" and self.rule.rule == "fixed"
+        self.rule_fallback = fell_back(decision_rule, self.rule)
         self.cascade = run.cascade(self.rule)
         self.image_size = self.cascade.image_size
         self.box, self.boxes = box, boxes or {}

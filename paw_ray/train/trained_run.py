@@ -32,7 +32,7 @@ from paw_ray.train.run import CONFIG_FILE, resolve_data
 from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.frl import load_frl
 
-__all__ = ["TrainedRun", "open_run"]
+__all__ = ["TrainedRun", "open_run", "fell_back"]
 
 
 @dataclass
@@ -111,6 +111,12 @@ class TrainedRun:
     def frl(self):
         """The trained FRL localization network (no MNL branch), eval mode."""
         return load_frl(self.cfg, self.artifact("frl")).eval()
+
+
+def fell_back(which: str, rule: DecisionRule) -> bool:
+    """Whether ``which`` asked ``TrainedRun.decision_rule`` for the fitted rule and the run
+    had none to give (``rule`` is the fixed one)."""
+    return which == "fitted" and rule.rule == "fixed"
 
 
 def run_config(run_dir: str, manifest: Manifest) -> C.Config:
