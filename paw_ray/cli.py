@@ -51,7 +51,8 @@ def _cmd_prepare_celeba(args: argparse.Namespace) -> int:
 
     info = prepare_celeba(root=args.root, out=args.out, aligned=args.aligned,
                           allow_partial=args.allow_partial, image_size=args.size,
-                          margin=args.margin, limit=args.limit, split_fraction=args.split_fraction)
+                          margin=args.margin, limit=args.limit, split_fraction=args.split_fraction,
+                          face_source=args.face_source, detection=_detection(args))
     print(json.dumps({"out": args.out, "num_rows": info.num_rows, "image_size": info.image_size}))
     return 0
 
@@ -181,7 +182,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "jsonl")
     run = open_run(args.run_dir)
     predictor = Predictor(run, box, boxes, split=args.split, batch_size=args.batch_size,
-                          explain=bool(args.explain), decision_rule=args.decision_rule)
+                          explain=bool(args.explain), decision_rule=args.decision_rule, detect=args.detect,
+                          detection=_detection(args), face_margin=args.face_margin)
     preds = predictor.predict(args.inputs)
     if args.explain:
         def explained(preds):
@@ -205,6 +207,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if predictor.errors or n == 0 else 0
 
 
+def _detection(args: argparse.Namespace):
+    from paw_ray.data.detect import FaceDetection
+
+    try:
+        return FaceDetection(min_face=args.min_face, threshold=args.detect_threshold)
+    except ValueError as e:
+        raise PawRayError(f"--min-face / --detect-threshold: {e}") from None
+
+
+def _add_detection_args(p: argparse.ArgumentParser) -> None:
+    from paw_ray.data.detect import FaceDetection
+
+    default = FaceDetection()
+    p.add_argument("--min-face", type=int, default=default.min_face, metavar="PX",
+                   help=f"smallest face side the detector finds, in pixels (default {default.min_face})")
+    p.add_argument("--detect-threshold", type=float, default=default.threshold, metavar="SCORE",
+                   help=f"detector score a face must exceed; higher finds fewer false faces "
+                        f"(default {default.threshold:g})")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from paw_ray.serve.export import export_cascade
 
@@ -224,8 +246,10 @@ def _add_output_parsers(sub) -> None:
 
     p = sub.add_parser("predict", help="attribute probabilities and part boxes for images",
                        description="Run a trained cascade on image files, folders of images or prepared shard "
-                                   "folders (their --split rows). Without --box/--boxes each photo is taken "
-                                   "whole as the face. Exit status 1 if any input could not be read.")
+                                   "folders (their --split rows). Without --box/--boxes the faces in each photo "
+                                   "are found by a detector, one prediction per face (--detect none: the whole "
+                                   "photo is the face). Exit status 1 if any input could not be read or held "
+                                   "no face.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or shard folder")
     p.add_argument("--run-dir", required=True, metavar="DIR", help="a finished run directory")
     p.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
@@ -234,6 +258,13 @@ def _add_output_parsers(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--box", metavar="X,Y,W,H", help="face box in pixels, for every input image")
     g.add_argument("--boxes", metavar="CSV", help="face boxes per image: lines of image name,x,y,w,h")
+    p.add_argument("--detect", default="auto", choices=["auto", "none"],
+                   help="auto: find the faces in a photo given no box (default); none: take the whole photo "
+                        "as the face")
+    _add_detection_args(p)
+    p.add_argument("--face-margin", type=float, metavar="M",
+                   help="face-box margin for a detected face, as a share of its side (default: the margin "
+                        "the run's training faces were cut with)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                    help="rows of a shard folder input to predict (default: test)")
     p.add_argument("--explain", metavar="DIR", help="write an overlay PNG per image into DIR")
@@ -319,6 +350,11 @@ def _add_data_parsers(sub) -> None:
     p.add_argument("--size", type=int, default=224, help="stored face image side (default 224)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="extra face-box margin as a share of its side (default 0)")
+    p.add_argument("--face-source", default="annotations", choices=["annotations", "detector"],
+                   help="annotations: cut each in-the-wild face from list_bbox_celeba, else the landmarks' box "
+                        "(default); detector: where the face detector finds it, as the paper did, falling "
+                        "back to the annotations")
+    _add_detection_args(p)
     p.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     p.add_argument("--split-fraction", metavar="TRAIN,VAL,TEST",
                    help="split by image id in these shares, e.g. 0.8,0.1,0.1, instead of CelebA's partition "

@@ -518,6 +518,44 @@ def test_prepare_shows_progress_and_a_summary(wild):
     assert "wrote 12 images (train 8, val 2, test 2)" in wild.said[-1]
 
 
+def test_prepare_with_the_detector_cuts_the_faces_it_finds_and_falls_back_to_the_annotations(ray_local, tmp_path):
+    """``--face-source detector``: image 0 is the astronaut, image 1 the astronaut and her
+    mirror image with the annotated box on the mirror image; the detector's face (the one
+    overlapping the annotated box) is cut by the face-box rule. The others hold no face:
+    annotated box, or the landmarks' box where the annotated one is degenerate."""
+    from paw_ray.data.detect import FaceDetector
+    from photos import astronaut, two_faces
+
+    sizes = {0: (512, 512), 1: (1024, 512)}
+    boxes = {0: (160, 50, 120, 140), 1: (740, 60, 120, 140)}
+    fx = make_celeba(tmp_path / "celeba", n=6, sizes=sizes, boxes=boxes, degenerate_box=(2,))
+    photos = [astronaut(), two_faces()]
+    for i, photo in enumerate(photos):
+        photo.save(fx.image_path(fx.ids[i]), format="JPEG", quality=95)
+    said = []
+    info = celeba.prepare_celeba(str(fx.root), str(tmp_path / "out"), image_size=32, margin=0.1,
+                                 face_source="detector", progress=said.append)
+    assert info.source["box_source"] == {"detector": 2, "bbox": 3, "landmarks": 1}
+    assert info.source["face_source"] == "detector" and info.source["detection"]["min_face"] == 40
+    assert "face boxes from: 2 detector, 3 bbox, 1 landmarks" in said
+    _, rows = _read_rows(tmp_path / "out")
+    detector = FaceDetector()
+    for i, photo in enumerate(photos):
+        face = [f for f in detector(photo) if f.box[0] >= 512 * i][0]  # image 1: the annotated (right) face
+        square, _ = facebox.face_square(face.box, None, *photo.size, margin=0.1)
+        assert rows[fx.ids[i]]["face_box"] == pytest.approx(list(square))
+    for i in range(2, 6):
+        bbox = None if i == 2 else fx.bboxes[i]  # fx.bboxes holds the box before it was made degenerate
+        expected, _ = facebox.face_square(bbox, fx.landmarks[i], *fx.sizes[fx.ids[i]], margin=0.1)
+        assert rows[fx.ids[i]]["face_box"] == pytest.approx(list(expected))
+
+
+def test_prepare_refuses_an_unknown_face_source(tmp_path):
+    fx = make_celeba(tmp_path / "celeba", n=3)
+    with pytest.raises(A.CelebAError, match="face source 'mtcnn': one of annotations, detector"):
+        celeba.prepare_celeba(str(fx.root), str(tmp_path / "out"), face_source="mtcnn")
+
+
 def test_prepare_aligned_csv_edition_with_limit_and_rerun(ray_local, tmp_path):
     fx = make_celeba(tmp_path / "kaggle", layout="csv", gray=(1,), cmyk=(2,))
     out = tmp_path / "out"

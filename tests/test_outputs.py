@@ -20,6 +20,7 @@ from paw_ray import cli
 from paw_ray import config as C
 from paw_ray.attributes import ATTRIBUTES
 from paw_ray.data import shards
+from paw_ray.data.detect import FaceDetection
 from paw_ray.train.trained_run import open_run
 from paw_ray.config import semantic_dict
 
@@ -117,7 +118,8 @@ def _predict(capsys, argv):
 @dataclass(frozen=True)
 class FolderPrediction:
     """One ``paw-ray predict`` over a folder (three test faces, a non-square JPEG, a corrupt
-    JPEG), a text file and the first face again, with ``--explain``."""
+    JPEG), a text file and the first face again, with ``--explain``; each image is the face
+    (``--detect none``), as SynthFaces images are."""
 
     rc: int
     stderr: str
@@ -144,7 +146,7 @@ def folder_prediction(run_dir, test_rows, tmp_path_factory) -> FolderPrediction:
     out, explain, err = tmp / "pred.jsonl", tmp / "explain", io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         rc = cli.main(["predict", "--run-dir", run_dir, str(folder), str(notes), paths[0],
-                       "--out", str(out), "--explain", str(explain)])
+                       "--out", str(out), "--explain", str(explain), "--detect", "none"])
     preds = [json.loads(line) for line in out.read_text().splitlines()]
     inputs = [os.path.basename(p) for p in paths] + ["tall.jpg", os.path.basename(paths[0])]
     return FolderPrediction(rc, err.getvalue(), inputs, preds, str(explain))
@@ -185,8 +187,8 @@ def test_predict_calibrates_with_the_fitted_temperature_or_none_when_fixed(run_d
         faces.append(str(tmp_path / f"{image_id}.png"))
         Image.open(io.BytesIO(data)).save(faces[-1])
     run = open_run(run_dir)
-    fitted = list(Predictor(run).predict(faces))
-    fixed = list(Predictor(run, decision_rule="fixed").predict(faces))
+    fitted = list(Predictor(run, detect="none").predict(faces))
+    fixed = list(Predictor(run, decision_rule="fixed", detect="none").predict(faces))
     temperature = np.array(run.results["temperature"]["paw"])
     assert not np.allclose(temperature, 1.0), "the smoke run's temperature changes the probabilities"
     for a, b in zip(fitted, fixed):
@@ -267,7 +269,7 @@ def test_predict_with_a_face_box_maps_boxes_into_the_photo(run_dir, test_rows, t
         assert 0 <= float(rec[f"p_{a}"]) <= 1
     rc, stdout, _ = _predict(capsys, ["--run-dir", run_dir, str(photo), "--box", f"70,20,{side},{side}"])
     boxed = json.loads(stdout)
-    rc, stdout, _ = _predict(capsys, ["--run-dir", run_dir, str(face_file)])
+    rc, stdout, _ = _predict(capsys, ["--run-dir", run_dir, str(face_file), "--detect", "none"])
     plain = json.loads(stdout)
     for a in ATTRIBUTES:
         assert boxed["probabilities"][a] == pytest.approx(plain["probabilities"][a], abs=1e-6)
@@ -361,6 +363,9 @@ def test_export_matches_the_pytorch_cascade(run_dir, test_rows, tmp_path, capsys
     assert contract["decision"]["rule"] == run.results["threshold_rule"]
     np.testing.assert_allclose(contract["decision"]["thresholds"], run.results["thresholds"]["paw"])
     np.testing.assert_allclose(contract["decision"]["temperature"], rule.temperature, atol=1e-5)
+    assert contract["face_box"]["training_faces"] == "synthfaces" and contract["face_box"]["margin"] == 0
+    assert contract["face_box"]["detection"] == FaceDetection().to_json()
+    assert contract["face_box"]["detection"]["detector"] in open(out / "MODEL_CARD.md").read()
     # independently: the test split's faces (another batch size than the export's check)
     cascade = run.cascade(rule)  # the eager cascade as predict uses it (chunked centres, CPU part blocks)
     images = sample_faces(run.data_dir(), cascade.image_size, n=24)["image"]

@@ -8,7 +8,9 @@ Contract: input ``images``, uint8 ``(B, 3, S, S)`` RGB face boxes (S = the run's
 ``(B, 40)`` and ``boxes`` int64 ``(B, 40, 4)`` (x, y, w, h in input pixels). The batch
 dimension is dynamic. The probabilities are calibrated by the run's decision rule
 (``TrainedRun.decision_rule``: fitted by default), whose temperature is part of the graph;
-its per-attribute thresholds are in ``model.json`` under ``decision``.
+its per-attribute thresholds are in ``model.json`` under ``decision``. The model takes a
+face, not a photo: ``face_box`` in ``model.json`` says how the training faces were cut and
+which detector ``paw-ray predict`` finds faces with, so a consumer can cut them the same way.
 
 Formats: ``torchscript`` (``torch.jit.trace``, ``paw_cascade.torchscript.pt``) and ``onnx``
 (``paw_cascade.onnx``, opset 17, PyTorch's TorchScript-based exporter: the newer
@@ -39,6 +41,7 @@ import torch
 
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES
+from paw_ray.data.detect import FaceDetection
 from paw_ray.errors import PawRayError
 from paw_ray.eval.report import sample_faces
 from paw_ray.train.trained_run import fell_back, open_run
@@ -112,6 +115,14 @@ def _sha256(location: str) -> str:
     return hashlib.sha256(storage.read_bytes(location)).hexdigest()
 
 
+def _face_box_contract(run) -> dict:
+    """How to cut the input from a photo as the training faces were: the face-box rule, with
+    the margin and the face source the run's data used, and the detector ``predict`` uses."""
+    source, margin = run.face_cut()
+    return {"rule": "paw_ray.data.facebox.face_square (docs/data-format.md, Face boxes)",
+            "training_faces": source, "margin": margin, "detection": FaceDetection().to_json()}
+
+
 def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None, decision_rule: str = "fitted",
                    log: Callable[[str], None] = print) -> dict:
     """Export the run's cascade in ``fmt`` into ``out_dir`` (default ``<run>/export``), verify
@@ -150,6 +161,7 @@ def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None, decision_
         "attributes": list(ATTRIBUTES),
         "decision": {"rule": rule.rule, "temperature": [round(float(t), 5) for t in rule.temperature],
                      "thresholds": [round(float(t), 5) for t in rule.thresholds]},
+        "face_box": _face_box_contract(run),
         "parts_source": run.cfg.parts.source,
         "part_size": cascade.part_size,
         "parameters": parameter_counts(cascade),

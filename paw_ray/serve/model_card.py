@@ -115,12 +115,12 @@ def model_card(run, contract: dict) -> str:
         "verification).",
         "",
         "## Known limits",
-        *_known_limits(run),
+        *_known_limits(run, contract),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _known_limits(run) -> list[str]:
+def _known_limits(run, contract: dict) -> list[str]:
     """Where the model fails: the run's own limits (synthetic data, a tiny preset), then CelebA's."""
     lines = []
     if "synth" in (run.data_label or "").lower():
@@ -144,7 +144,10 @@ def _known_limits(run) -> list[str]:
         "the attribute relation layer learns and uses these correlations, so a prediction may follow a "
         "correlated attribute rather than visible evidence.",
         "- The input must be a face box like the training ones (one face, roughly centred, about the face's "
-        "size). A whole photo, a profile view or a tiny face gives unreliable outputs.",
+        "size). A whole photo, a profile view or a tiny face gives unreliable outputs. `paw-ray predict` "
+        f"finds frontal faces with the {contract['face_box']['detection']['detector']} and cuts them by the "
+        f"face-box rule (margin {contract['face_box']['margin']:g}; this run's training faces: "
+        f"{contract['face_box']['training_faces']}); `model.json` under `face_box` says so for other consumers.",
         "- Accuracy is the mean over 40 attributes of a test split from the same source as the training "
         "data; it is not a measure of performance on other populations or cameras.",
     ]

@@ -11,9 +11,13 @@ Inputs, in the order given:
 
 Face boxes. The networks were trained on face boxes cut, squared and resized
 (``paw_ray.data.facebox``); an in-the-wild photo needs one too. ``box`` (one ``x, y, w, h``
-for every image) or ``boxes`` (``{image name or path: box}``, from ``--boxes CSV``) give it;
-an image without one is taken whole as the face — squared by padding, as the face-box
-rule does — and ``Predictor.notes`` says so (the CLI prints it on stderr).
+for every image) or ``boxes`` (``{image name or path: box}``, from ``--boxes CSV``) give it.
+An image without one goes to the face detector (``detect="auto"``, ``paw_ray.data.detect``):
+**every face found is a prediction of its own** (``Face.face_index``, left to right), its box
+cut by the same face-box rule, with the margin the run's training faces were cut with; a
+photo with no face found is an error naming it. With ``detect="none"`` the image is taken
+whole as the face, squared by padding as the face-box rule does, and ``Predictor.notes``
+says so (the CLI prints the notes on stderr).
 
 Per image: the 40 probabilities and decisions under the run's decision rule
 (``TrainedRun.decision_rule``: by default the temperature and threshold per attribute
@@ -43,6 +47,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from paw_ray import storage
 from paw_ray.attributes import ATTRIBUTES, NUM_ATTRIBUTES
 from paw_ray.data import facebox, shards
+from paw_ray.data.detect import DETECT_MODES, FaceDetection, FaceDetector
 from paw_ray.data.stream import decode_batch
 from paw_ray.errors import PawRayError
 from paw_ray.metrics import DecisionRule
@@ -99,7 +104,9 @@ class Face:
     pixels: np.ndarray  # uint8 (3, S, S)
     square: tuple[float, float, float, float]  # x, y, s, s: the face square in input pixels
     input_size: tuple[int, int]  # width, height of the input image
-    box_source: str  # "--box" | "--boxes" | "whole image" | "shard"
+    box_source: str  # "--box" | "--boxes" | "detector" | "whole image" | "shard"
+    face_index: int = 0  # which face of the image, left to right (several only when detected)
+    detection_score: float | None = None  # the detector's score, for a detected face
 
 
 @dataclass
@@ -120,9 +127,11 @@ class Prediction:
         return {
             "input": f.source,
             "image_id": f.image_id,
+            "face_index": f.face_index,
             "input_size": list(f.input_size),
             "face_box": [round(float(v), 2) for v in f.square],
             "face_box_source": f.box_source,
+            "detection_score": None if f.detection_score is None else round(f.detection_score, 4),
             "probabilities": {a: round(float(p), 6) for a, p in zip(ATTRIBUTES, self.probabilities)},
             "decisions": {a: bool(d) for a, d in zip(ATTRIBUTES, self.decisions)},
             "decision_rule": self.rule.rule,
@@ -150,14 +159,21 @@ def expand_inputs(paths: Iterable[str]) -> list[tuple[str, str]]:
 
 
 class Predictor:
-    """Runs a trained cascade over inputs; collects ``errors`` and ``notes`` for the user."""
+    """Runs a trained cascade over inputs; collects ``errors`` and ``notes`` for the user.
+
+    ``detect`` (``DETECT_MODES``) and ``detection`` say how faces are found in a photo with no
+    box; ``face_margin`` is the face-box rule's margin for a detected box (default: the
+    margin the run's training faces were cut with, ``TrainedRun.face_cut``)."""
 
     def __init__(self, run, box=None, boxes: dict | None = None, split: str = "test",
-                 batch_size: int = 32, explain: bool = False, decision_rule: str = "fitted"):
+                 batch_size: int = 32, explain: bool = False, decision_rule: str = "fitted",
+                 detect: str = "auto", detection: FaceDetection | None = None, face_margin: float | None = None):
         if box is not None and boxes:
             raise PawRayError("give --box or --boxes, not both")
         if split not in (*shards.SPLITS, "all"):
             raise PawRayError(f"--split {split!r}: one of {', '.join(shards.SPLITS)}, all")
+        if detect not in DETECT_MODES:
+            raise PawRayError(f"--detect {detect!r}: one of {', '.join(DETECT_MODES)}")
         self.run = run
         self.rule = run.decision_rule(decision_rule)
         self.rule_fallback = fell_back(decision_rule, self.rule)
@@ -165,20 +181,30 @@ class Predictor:
         self.image_size = self.cascade.image_size
         self.box, self.boxes = box, boxes or {}
         self.split, self.batch_size, self.explain = split, max(1, batch_size), explain
+        self.detect = detect
+        self._detector = FaceDetector(detection) if detect == "auto" else None
+        self.trained_cut, trained_margin = run.face_cut()
+        self.face_margin = trained_margin if face_margin is None else float(face_margin)
         self.errors: list[str] = []
         self.whole_image: list[str] = []  # inputs taken whole as the face
+        self.detected: list[str] = []  # inputs whose faces the detector found
         self._torch = torch
 
     @property
     def notes(self) -> list[str]:
         notes = ["the run holds no fitted decision rule (evaluated without validation rows, or by an "
                  "older paw_ray): decisions are probability > 0.5"] if self.rule_fallback else []
-        if not self.whole_image:
-            return notes
-        shown = ", ".join(self.whole_image[:5]) + (", ..." if len(self.whole_image) > 5 else "")
-        return notes + [f"no face box given for {len(self.whole_image)} image(s) ({shown}): the whole image is "
-                "taken as the face (padded to a square). For in-the-wild photos give --box x,y,w,h "
-                "or --boxes CSV (image name,x,y,w,h)."]
+        if self.detected and self.trained_cut != "detector":
+            how = {"synthfaces": "are whole SynthFaces frames", "annotations": "were cut from annotated boxes",
+                   "unknown": "were cut in a way its data folder no longer records"}[self.trained_cut]
+            notes.append(f"faces in {len(self.detected)} image(s) were found by the detector, but this run's "
+                         f"training faces {how}: the crop's scale may differ from training. Prepare CelebA "
+                         "with --face-source detector for matching crops, or adjust --face-margin.")
+        if self.whole_image:
+            shown = ", ".join(self.whole_image[:5]) + (", ..." if len(self.whole_image) > 5 else "")
+            notes.append(f"no face box given for {len(self.whole_image)} image(s) ({shown}): the whole image is "
+                         "taken as the face (padded to a square), as --detect none asks.")
+        return notes
 
     # ------------------------------------------------------------------ inputs
 
@@ -188,10 +214,11 @@ class Predictor:
         for key in (path, os.path.basename(path), os.path.normpath(path)):
             if key in self.boxes:
                 return self.boxes[key], "--boxes"
-        return None, "whole image"
+        return None, "detector" if self._detector is not None else "whole image"
 
-    def load_image(self, path: str) -> Face:
-        """Read, orient, cut the face square and resize one image file."""
+    def load_faces(self, path: str) -> list[Face]:
+        """Read and orient one image file; cut each face square (given, detected, or the
+        whole image) and resize it. A photo where the detector finds no face is an error."""
         try:
             with Image.open(path) as im:
                 im = ImageOps.exif_transpose(im).convert("RGB")
@@ -205,17 +232,31 @@ class Predictor:
             raise PawRayError(f"{path}: the image does not decode ({e})") from None
         width, height = im.size
         box, source = self._box_for(path)
-        if box is None:
+        found = [(box, None)]
+        margin = 0.0
+        if source == "detector":
+            found = [(f.box, f.score) for f in self._detector(im)]
+            if not found:
+                raise PawRayError(
+                    f"{path}: no face found (faces of at least {self._detector.smallest_face(width, height):.0f} px, "
+                    f"score above {self._detector.settings.threshold:g}); give --box x,y,w,h, a smaller "
+                    "--min-face, or --detect none to take the whole image as the face")
+            self.detected.append(path)
+            margin = self.face_margin
+        elif source == "whole image":
             self.whole_image.append(path)
-            box = (0.0, 0.0, float(width), float(height))
-        try:
-            square, _ = facebox.face_square(box, None, width, height)
-        except facebox.FaceBoxError as e:
-            raise PawRayError(f"{path}: face box {tuple(box)} unusable ({e})") from None
-        face = facebox.cut_square(im, square, self.image_size)
-        pixels = np.ascontiguousarray(np.asarray(face, dtype=np.uint8).transpose(2, 0, 1))
-        return Face(path, os.path.basename(path), pixels, tuple(float(v) for v in square),
-                    (width, height), source)
+            found = [((0.0, 0.0, float(width), float(height)), None)]
+        faces = []
+        for index, (face_box, score) in enumerate(found):
+            try:
+                square, _ = facebox.face_square(face_box, None, width, height, margin)
+            except facebox.FaceBoxError as e:
+                raise PawRayError(f"{path}: face box {tuple(face_box)} unusable ({e})") from None
+            face = facebox.cut_square(im, square, self.image_size)
+            pixels = np.ascontiguousarray(np.asarray(face, dtype=np.uint8).transpose(2, 0, 1))
+            faces.append(Face(path, os.path.basename(path), pixels, tuple(float(v) for v in square),
+                              (width, height), source, index, score))
+        return faces
 
     def shard_faces(self, folder: str) -> Iterator[Face]:
         """The rows of a prepared data set's split, decoded as the training pipeline does."""
@@ -247,7 +288,7 @@ class Predictor:
                     self.errors.append(str(e))
                 continue
             try:
-                yield self.load_image(p)
+                yield from self.load_faces(p)
             except PawRayError as e:
                 self.errors.append(str(e))
 
@@ -301,21 +342,24 @@ def write_jsonl(preds: Iterable[Prediction], out: io.TextIOBase) -> int:
 
 
 def csv_header() -> list[str]:
-    head = ["input", "image_id", "input_width", "input_height", "face_x", "face_y", "face_side", "face_box_source"]
+    head = ["input", "image_id", "face_index", "input_width", "input_height", "face_x", "face_y", "face_side",
+            "face_box_source", "detection_score"]
     head += [f"p_{a}" for a in ATTRIBUTES] + list(ATTRIBUTES)
     head += [f"box_{a}_{k}" for a in ATTRIBUTES for k in ("x", "y", "w", "h")]
     return head
 
 
 def write_csv(preds: Iterable[Prediction], out: io.TextIOBase) -> int:
-    """One row per image: face box, ``p_<attribute>`` probabilities, 0/1 decisions under the
-    attribute names, and ``box_<attribute>_{x,y,w,h}``."""
+    """One row per face: which face of its image, its box and the detector's score,
+    ``p_<attribute>`` probabilities, 0/1 decisions under the attribute names, and
+    ``box_<attribute>_{x,y,w,h}``."""
     w = csv.writer(out)
     w.writerow(csv_header())
     n = 0
     for p in preds:
         f = p.face
-        row = [f.source, f.image_id, *f.input_size, *(round(float(v), 2) for v in f.square[:3]), f.box_source]
+        row = [f.source, f.image_id, f.face_index, *f.input_size, *(round(float(v), 2) for v in f.square[:3]),
+               f.box_source, "" if f.detection_score is None else f"{f.detection_score:.4f}"]
         row += [f"{v:.6f}" for v in p.probabilities] + [int(d) for d in p.decisions]
         row += [f"{v:.2f}" for v in p.boxes.reshape(NUM_ATTRIBUTES * 4)]
         w.writerow(row)

@@ -23,6 +23,7 @@ import numpy as np
 
 from paw_ray import config as C
 from paw_ray import storage
+from paw_ray.data import shards
 from paw_ray.metrics import DecisionRule
 from paw_ray.models.cascade import Cascade
 from paw_ray.models.paw import PaW
@@ -98,6 +99,18 @@ class TrainedRun:
     def data_dir(self, log=None) -> str:
         """The run's data folder (SynthFaces is re-rendered, deterministically, if it was removed)."""
         return resolve_data(self.cfg, self.run_dir, log or (lambda m: print(m, file=sys.stderr)))[0]
+
+    def face_cut(self) -> tuple[str, float]:
+        """How the run's training faces were cut, as ``(source, margin)``: ``"detector"`` or
+        ``"annotations"`` (``prepare-celeba --face-source``), ``"synthfaces"`` (the rendered
+        frame is the face), or ``"unknown"`` (the prepared data's ``dataset.json`` is gone)."""
+        if not self.cfg.data.path:
+            return "synthfaces", 0.0
+        try:
+            source = shards.read_info(self.cfg.data.path).source or {}
+        except (OSError, shards.ShardError):
+            return "unknown", 0.0
+        return source.get("face_source", "annotations"), float(source.get("margin", 0.0))
 
     def cascade(self, rule: DecisionRule | None = None):
         """The trained cascade (FRL + PaW, or grid centres + PaW) in eval mode, on CPU; its

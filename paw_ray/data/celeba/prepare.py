@@ -25,9 +25,11 @@ from paw_ray.data.annotations import CelebAError
 from paw_ray.data.celeba.images import JPEG_QUALITY, chunk_task
 from paw_ray.data.celeba.layout import CelebAFiles, choose_image_dir, find_files
 from paw_ray.data.celeba.plan import SPLIT_RULE, Drops, Plan, load_annotations, split_shares
+from paw_ray.data.detect import FaceDetection
 from paw_ray.errors import root_message
 
 DEFAULT_CHUNK_SIZE = 2000
+FACE_SOURCES = ("annotations", "detector")  # where an in-the-wild face box comes from
 
 
 def print_progress(msg: str) -> None:
@@ -60,7 +62,7 @@ def _prepare_out(out: str) -> list[str]:
 
 
 def _chunk_specs(plan: Plan, images_dir: str, out: str, *, aligned: bool, size: int, margin: float,
-                 strict: bool, chunk_size: int) -> list[dict]:
+                 strict: bool, chunk_size: int, face_source: str, detection: FaceDetection) -> list[dict]:
     specs = []
     files = {"attr": plan.files.attr, "bbox": plan.files.bbox, "landmarks": plan.files.landmarks}
     for split in shards.SPLITS:
@@ -76,7 +78,9 @@ def _chunk_specs(plan: Plan, images_dir: str, out: str, *, aligned: bool, size: 
                     0 if plan.landmark_lines is None else int(plan.landmark_lines[r]),
                 ])
             specs.append({"split": split, "index": c, "out": out, "images": images_dir, "aligned": aligned,
-                          "size": size, "margin": margin, "strict": strict, "files": files, "rows": rows})
+                          "size": size, "margin": margin, "strict": strict, "files": files, "rows": rows,
+                          "face_source": face_source,
+                          "detection": {"min_face": detection.min_face, "threshold": detection.threshold}})
     return specs
 
 
@@ -170,10 +174,13 @@ def _drop_missing_images(plan: Plan, images_dir: str, names: set[str], *, strict
 
 
 def _dataset_source(plan: Plan, files: CelebAFiles, images_dir: str, shares, sources: Counter, *,
-                    aligned: bool, margin: float, allow_partial: bool, limit: int) -> dict:
+                    aligned: bool, margin: float, allow_partial: bool, limit: int, face_source: str,
+                    detection: FaceDetection) -> dict:
     """``DatasetInfo.source``: how the set was made."""
     return {
         "root": files.root, "aligned": aligned, "margin": float(margin), "allow_partial": allow_partial,
+        "face_source": "aligned" if aligned else face_source,
+        **({"detection": detection.to_json()} if face_source == "detector" and not aligned else {}),
         "limit": limit, "layout": files.layout,
         "files": {"attr": files.attr, "partition": None if shares else files.partition, "bbox": files.bbox,
                   "landmarks": files.landmarks, "images": images_dir},
@@ -202,6 +209,7 @@ def _written_shards(results: list[dict]) -> tuple[dict[str, int], dict[str, list
 def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bool = False,
                    image_size: int = 224, margin: float = 0.0, limit: int = 0, *,
                    split_fraction: str | tuple[float, ...] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   face_source: str = "annotations", detection: FaceDetection | None = None,
                    progress=None) -> shards.DatasetInfo:
     """Convert CelebA under ``root`` into shards under ``out`` (``docs/data-format.md``).
 
@@ -210,11 +218,18 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
     counts them instead of raising ``CelebAError``. ``limit`` > 0 keeps the first
     ``limit`` images of the attribute file. ``split_fraction`` (``"0.8,0.1,0.1"`` or three
     shares, see ``split_shares``) splits by image id instead of the partition file.
-    ``chunk_size`` images per Ray task and shard.
+    ``chunk_size`` images per Ray task and shard. ``face_source`` ``"detector"`` cuts each
+    in-the-wild face where the detector (``detection``, ``paw_ray.data.detect``) finds it,
+    choosing the face that overlaps the annotated box most, as the paper did; an image where
+    it finds none falls back to the annotated box, then to the landmarks' box. The source
+    of every face is counted in ``source["box_source"]``.
     ``progress(line)`` receives the progress lines (default: printed to stderr).
     Returns the ``DatasetInfo`` written to ``out/dataset.json``."""
     say = progress or print_progress
     _check_arguments(image_size, margin, limit, chunk_size)
+    if face_source not in FACE_SOURCES:
+        raise CelebAError(f"face source {face_source!r}: one of {', '.join(FACE_SOURCES)}")
+    detection = detection or FaceDetection()
     shares = None if split_fraction is None else split_shares(split_fraction)
     strict = not allow_partial
     # Tasks on other nodes resolve paths against their own working folder: make local ones absolute.
@@ -237,13 +252,13 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
 
     old_shards = _prepare_out(out)
     specs = _chunk_specs(plan, images_dir, out, aligned=aligned, size=image_size, margin=float(margin),
-                         strict=strict, chunk_size=chunk_size)
+                         strict=strict, chunk_size=chunk_size, face_source=face_source, detection=detection)
     results, sources = _run_chunks(specs, strict=strict, drops=plan.dropped, total=len(plan.ids), say=say)
     num_rows, out_files = _written_shards(results)
     if not any(num_rows.values()):
         raise CelebAError(f"{root}: every image was dropped ({dict(plan.dropped.counts)}); nothing written")
     source = _dataset_source(plan, files, images_dir, shares, sources, aligned=aligned, margin=margin,
-                             allow_partial=allow_partial, limit=limit)
+                             allow_partial=allow_partial, limit=limit, face_source=face_source, detection=detection)
     info = shards.DatasetInfo(name="celeba-aligned" if aligned else "celeba", image_size=image_size,
                               num_rows=num_rows, files=out_files, source=source)
     shards.write_info(info, out)
@@ -251,6 +266,9 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
     for rel in old_shards:
         if rel not in written:
             storage.remove_tree(storage.join(out, rel))
+    if not aligned:
+        keys = (["detector"] if face_source == "detector" else []) + [k for k in ("bbox", "landmarks") if sources[k]]
+        say("face boxes from: " + ", ".join(f"{sources[k]} {k}" for k in keys))
     total = sum(num_rows.values())
     say(f"wrote {total} images ({', '.join(f'{s} {n}' for s, n in num_rows.items())}) to {out} "
         f"in {time.perf_counter() - t0:.1f} s")
