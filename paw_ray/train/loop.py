@@ -31,6 +31,7 @@ from paw_ray.data.batches import StreamStats
 from paw_ray.data.cache import choose_placement, row_bytes
 from paw_ray.data.feed import EpochFeed
 from paw_ray.train.checkpoints import load_state, save_state
+from paw_ray.train.events import EpochEvents
 from paw_ray.train.progress import write_progress
 from paw_ray.train.resources import threads_for
 from paw_ray.train.stage_table import stage as stage_spec
@@ -183,6 +184,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
              EpochFeed(ray.train.get_dataset_shard("val"), batch_size=per_worker_batch, device=device,
                        placement=placement, **decode))
 
+    events = EpochEvents(loop_config["events"]) if rank == 0 and loop_config.get("events") else None
     for epoch in range(start_epoch, max(epochs, 1)):
         last = epoch == max(epochs, 1) - 1
         checkpointed = validates(epoch, epochs, scfg.val_every)
@@ -194,6 +196,8 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         history.append(metrics)
         if rank == 0 and loop_config.get("progress"):
             write_progress(loop_config["progress"], {**metrics, "epochs": max(epochs, 1)})
+        if events is not None:
+            events.add(metrics)
         if rank == 0 and checkpointed:
             state = training_state(model, optimizer, epoch, history, attempt)
             if last:
@@ -203,6 +207,8 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics, checkpoint=None)
+    if events is not None:
+        events.close()
 
 
 def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: int, attempt: int, device,

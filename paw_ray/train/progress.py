@@ -16,7 +16,7 @@ from typing import Callable
 
 from paw_ray import storage
 
-__all__ = ["progress_dir", "write_progress", "epoch_line", "clock", "eta", "ProgressTail"]
+__all__ = ["progress_dir", "write_progress", "images_per_s", "epoch_line", "clock", "eta", "ProgressTail"]
 
 
 def progress_dir(run_dir: str, stage: str) -> str:
@@ -45,15 +45,21 @@ def eta(elapsed_s: float, done: int, left: int) -> str:
     return clock(elapsed_s / done * left) if done else "unknown"
 
 
+def images_per_s(record: dict) -> float:
+    """Training throughput of one epoch's record: every worker's rows over rank 0's time in
+    the training pass (input wait plus steps; the whole epoch where those are not recorded)."""
+    training_s = record.get("input_wait_s", 0.0) + record.get("step_s", 0.0)
+    return record.get("train_rows", 0) / max(training_s or record["epoch_time_s"], 1e-9)
+
+
 def epoch_line(stage: str, record: dict, elapsed_s: float, epochs_seen: int) -> str:
     """The line the driver prints for one epoch's record."""
     k, epochs = record["epoch"] + 1, record["epochs"]
     words = [f"[{stage}] epoch {k}/{epochs}", f"train loss {record['train_loss']:.4f}"]
     if "val_mean_accuracy" in record:
         words.append(f"val mean acc {100 * record['val_mean_accuracy']:.2f}%")
-    if record.get("train_rows"):  # every worker's rows over rank 0's time in the training pass
-        training_s = record.get("input_wait_s", 0.0) + record.get("step_s", 0.0)
-        words.append(f"{record['train_rows'] / max(training_s or record['epoch_time_s'], 1e-9):,.0f} img/s")
+    if record.get("train_rows"):
+        words.append(f"{images_per_s(record):,.0f} img/s")
     words.append(f"{clock(elapsed_s)} elapsed, ETA {eta(elapsed_s, epochs_seen, epochs - k)}")
     if record.get("decode_failures"):
         words.append(f"{record['decode_failures']} image(s) skipped: they did not decode")

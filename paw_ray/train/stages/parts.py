@@ -43,6 +43,7 @@ from paw_ray.errors import StageFailed, root_message
 from paw_ray.models.paw import PartSubnets
 from paw_ray.models.students import SNet
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
+from paw_ray.train.events import EpochEvents, events_dir
 from paw_ray.train.progress import clock, eta
 from paw_ray.train.loop import (
     channels_last,
@@ -138,15 +139,17 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                            flip_seed=seed, shuffle_seed=seed, holdout=holdout, **consumer)
     feeds = (train_feed, val_feed)
     t0 = time.time()
-    for epoch in range(start_epoch, max(epochs, 1)):
-        checkpointed = validates(epoch, epochs, pc.val_every)
-        metrics = run_epoch(model, task, optimizer, pc, epoch=epoch, epochs=epochs, attempt=attempt, device=device,
-                            max_steps=cfg.max_steps, feeds=feeds, validation=checkpointed,
-                            log_prefix=f"[parts] part {part:02d}")
-        history.append(metrics)
-        if checkpointed:
-            save_state(ckpt_location, training_state(model, optimizer, epoch, history, attempt,
-                                                     fingerprint=fingerprint))
+    with EpochEvents(events_dir(run_dir, f"parts/part_{part:02d}")) as events:
+        for epoch in range(start_epoch, max(epochs, 1)):
+            checkpointed = validates(epoch, epochs, pc.val_every)
+            metrics = run_epoch(model, task, optimizer, pc, epoch=epoch, epochs=epochs, attempt=attempt,
+                                device=device, max_steps=cfg.max_steps, feeds=feeds, validation=checkpointed,
+                                log_prefix=f"[parts] part {part:02d}")
+            history.append(metrics)
+            events.add(metrics)
+            if checkpointed:
+                save_state(ckpt_location, training_state(model, optimizer, epoch, history, attempt,
+                                                         fingerprint=fingerprint))
     save_state(storage.join(here, "model.pt"), {k: v.cpu() for k, v in model.state_dict().items()})
     ctx = ray.get_runtime_context()
     record = {"part": part, "attribute": ATTRIBUTES[part], "fingerprint": fingerprint,
