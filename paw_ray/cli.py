@@ -52,7 +52,7 @@ def _cmd_prepare_celeba(args: argparse.Namespace) -> int:
     info = prepare_celeba(root=args.root, out=args.out, aligned=args.aligned,
                           allow_partial=args.allow_partial, image_size=args.size,
                           margin=args.margin, limit=args.limit, split_fraction=args.split_fraction,
-                          face_source=args.face_source, detection=_detection(args))
+                          face_source=args.face_source, detection=detection_from_args(args))
     print(json.dumps({"out": args.out, "num_rows": info.num_rows, "image_size": info.image_size}))
     return 0
 
@@ -183,7 +183,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     run = open_run(args.run_dir)
     predictor = Predictor(run, box, boxes, split=args.split, batch_size=args.batch_size,
                           explain=bool(args.explain), decision_rule=args.decision_rule, detect=args.detect,
-                          detection=_detection(args), face_margin=args.face_margin)
+                          detection=detection_from_args(args), face_margin=args.face_margin)
     preds = predictor.predict(args.inputs)
     if args.explain:
         def explained(preds):
@@ -207,7 +207,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if predictor.errors or n == 0 else 0
 
 
-def _detection(args: argparse.Namespace):
+def detection_from_args(args: argparse.Namespace):
     from paw_ray.data.detect import FaceDetection
 
     try:
@@ -216,7 +216,7 @@ def _detection(args: argparse.Namespace):
         raise PawRayError(f"--min-face / --detect-threshold: {e}") from None
 
 
-def _add_detection_args(p: argparse.ArgumentParser) -> None:
+def add_detection_args(p: argparse.ArgumentParser) -> None:
     from paw_ray.data.detect import FaceDetection
 
     default = FaceDetection()
@@ -261,7 +261,7 @@ def _add_output_parsers(sub) -> None:
     p.add_argument("--detect", default="auto", choices=["auto", "none"],
                    help="auto: find the faces in a photo given no box (default); none: take the whole photo "
                         "as the face")
-    _add_detection_args(p)
+    add_detection_args(p)
     p.add_argument("--face-margin", type=float, metavar="M",
                    help="face-box margin for a detected face, as a share of its side (default: the margin "
                         "the run's training faces were cut with)")

@@ -30,6 +30,7 @@ __all__ = [
     "is_dir",
     "makedirs",
     "listdir",
+    "find_files",
     "read_bytes",
     "write_bytes_atomic",
     "read_json",
@@ -98,6 +99,20 @@ def listdir(location: str) -> list[str]:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
     return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+
+def find_files(location: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Every file under the folder ``location``, recursively and sorted, whose name ends with
+    one of ``suffixes`` (any case), as locations of the same kind; empty if it is no folder."""
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    found = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                   if i.type == pafs.FileType.File and i.path.lower().endswith(suffixes))
+    if is_local(location):  # in the form given: a relative folder gives relative paths
+        return [os.path.join(location, os.path.relpath(p, path)) for p in found]
+    scheme = location.split("://", 1)[0]
+    return [f"{scheme}://{p}" for p in found]
 
 
 def read_bytes(location: str) -> bytes:

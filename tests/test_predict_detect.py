@@ -96,3 +96,57 @@ def test_csv_rows_name_the_face_and_its_score(photos, capsys):
 def test_bad_detector_settings_exit_2(photos, capsys, flag, value):
     rc = cli.main(["predict", "--run-dir", photos["run"], photos["astronaut"], flag, value])
     assert rc == 2 and flag in capsys.readouterr().err
+
+
+def _job(name: str):
+    """A job script under jobs/, imported as a module."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"job_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_batch_job_finds_every_face_in_a_folder_of_photos(photos, ray_local, tmp_path, capsys):
+    """jobs/predict.py --photos on Ray Data: a row per face, as `paw-ray predict` gives them,
+    and one failed row naming why for a photo with no face and for a file that is no image."""
+    import shutil
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from paw_ray.attributes import ATTRIBUTES
+
+    album = tmp_path / "album"
+    (album / "more").mkdir(parents=True)
+    for name, where in (("astronaut", album), ("two", album / "more"), ("coffee", album)):
+        shutil.copy(photos[name], where / f"{name}.jpg")
+    (album / "broken.jpg").write_bytes(b"not an image")
+    out = str(tmp_path / "preds")
+    rc = _job("predict").main(["--run-dir", photos["run"], "--photos", str(album), "--out", out, "--actors", "1"])
+    stdout, stderr = capsys.readouterr()
+    assert rc == 1, "two photos have no prediction"
+    assert "4 photos, 2 without one" in stdout and "no face found" in stderr
+
+    rows = pq.read_table(out).to_pylist()
+    by_photo: dict[str, list[dict]] = {}
+    for row in rows:
+        by_photo.setdefault(row["image_id"], []).append(row)
+    assert sorted(by_photo) == ["astronaut.jpg", "broken.jpg", "coffee.jpg", "two.jpg"]
+    assert sorted(r["face_index"] for r in by_photo["two.jpg"]) == [0, 1]
+    (coffee,), (broken,) = by_photo["coffee.jpg"], by_photo["broken.jpg"]
+    assert not coffee["ok"] and "no face found" in coffee["error"] and coffee["Smiling"] is None
+    assert not broken["ok"] and "not an image" in broken["error"] and broken["face_box"] is None
+    (face,) = by_photo["astronaut.jpg"]
+    assert face["ok"] and face["error"] is None and face["detection_score"] > 0
+
+    # the same face, box and probabilities as `paw-ray predict` on the same photo
+    _, (single,), _ = _predict(capsys, "--run-dir", photos["run"], str(album / "astronaut.jpg"))
+    assert face["face_box"] == pytest.approx(single["face_box"], abs=1e-3)
+    np.testing.assert_allclose([face[f"p_{a}"] for a in ATTRIBUTES],
+                               [single["probabilities"][a] for a in ATTRIBUTES], atol=2e-6)
+    assert face["Smiling"] == single["decisions"]["Smiling"]
+    assert face["box_Smiling"] == pytest.approx(single["part_boxes"]["Smiling"], abs=0.01)

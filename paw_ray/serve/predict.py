@@ -53,7 +53,7 @@ from paw_ray.errors import PawRayError
 from paw_ray.metrics import DecisionRule
 from paw_ray.train.trained_run import fell_back
 
-__all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "parse_box", "read_boxes_csv",
+__all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "open_image", "parse_box", "read_boxes_csv",
            "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]
 
 DEFAULT_EXPLAIN = ("Smiling", "Eyeglasses", "Wearing_Hat")
@@ -148,14 +148,27 @@ def expand_inputs(paths: Iterable[str]) -> list[tuple[str, str]]:
             if os.path.exists(os.path.join(p, shards.DATASET_INFO_FILE)):
                 out.append(("shards", p))
                 continue
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+            found = storage.find_files(p, IMAGE_SUFFIXES)
             out += [("image", f) for f in found] if found else [("empty", p)]
         else:
             out.append(("image", p))
     return out
+
+
+def open_image(source: str, data: bytes | None = None) -> Image.Image:
+    """An image file (or its ``data``, read from ``source`` elsewhere) as an upright RGB image;
+    a ``PawRayError`` naming ``source`` when it is missing, not an image, too large or torn."""
+    try:
+        with Image.open(source if data is None else io.BytesIO(data)) as im:
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except FileNotFoundError:
+        raise PawRayError(f"{source}: no such file") from None
+    except UnidentifiedImageError:
+        raise PawRayError(f"{source}: not an image (Pillow cannot identify its format)") from None
+    except Image.DecompressionBombError as e:
+        raise PawRayError(f"{source}: image too large to decode safely ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise PawRayError(f"{source}: the image does not decode ({e})") from None
 
 
 class Predictor:
@@ -163,11 +176,13 @@ class Predictor:
 
     ``detect`` (``DETECT_MODES``) and ``detection`` say how faces are found in a photo with no
     box; ``face_margin`` is the face-box rule's margin for a detected box (default: the
-    margin the run's training faces were cut with, ``TrainedRun.face_cut``)."""
+    margin the run's training faces were cut with, ``TrainedRun.face_cut``); ``device`` is where
+    the cascade runs."""
 
     def __init__(self, run, box=None, boxes: dict | None = None, split: str = "test",
                  batch_size: int = 32, explain: bool = False, decision_rule: str = "fitted",
-                 detect: str = "auto", detection: FaceDetection | None = None, face_margin: float | None = None):
+                 detect: str = "auto", detection: FaceDetection | None = None, face_margin: float | None = None,
+                 device: str = "cpu"):
         if box is not None and boxes:
             raise PawRayError("give --box or --boxes, not both")
         if split not in (*shards.SPLITS, "all"):
@@ -177,7 +192,8 @@ class Predictor:
         self.run = run
         self.rule = run.decision_rule(decision_rule)
         self.rule_fallback = fell_back(decision_rule, self.rule)
-        self.cascade = run.cascade(self.rule)
+        self.device = torch.device(device)
+        self.cascade = run.cascade(self.rule).to(self.device)
         self.image_size = self.cascade.image_size
         self.box, self.boxes = box, boxes or {}
         self.split, self.batch_size, self.explain = split, max(1, batch_size), explain
@@ -188,7 +204,6 @@ class Predictor:
         self.errors: list[str] = []
         self.whole_image: list[str] = []  # inputs taken whole as the face
         self.detected: list[str] = []  # inputs whose faces the detector found
-        self._torch = torch
 
     @property
     def notes(self) -> list[str]:
@@ -217,19 +232,12 @@ class Predictor:
         return None, "detector" if self._detector is not None else "whole image"
 
     def load_faces(self, path: str) -> list[Face]:
-        """Read and orient one image file; cut each face square (given, detected, or the
-        whole image) and resize it. A photo where the detector finds no face is an error."""
-        try:
-            with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB")
-        except FileNotFoundError:
-            raise PawRayError(f"{path}: no such file") from None
-        except UnidentifiedImageError:
-            raise PawRayError(f"{path}: not an image (Pillow cannot identify its format)") from None
-        except Image.DecompressionBombError as e:
-            raise PawRayError(f"{path}: image too large to decode safely ({e})") from None
-        except (OSError, ValueError, SyntaxError) as e:
-            raise PawRayError(f"{path}: the image does not decode ({e})") from None
+        """Read and orient one image file; its faces (``faces_in``)."""
+        return self.faces_in(open_image(path), path)
+
+    def faces_in(self, im: Image.Image, path: str) -> list[Face]:
+        """Cut each face square of an RGB photo (given, detected, or the whole image) and resize
+        it. A photo where the detector finds no face is an error naming ``path``."""
         width, height = im.size
         box, source = self._box_for(path)
         found = [(box, None)]
@@ -295,14 +303,13 @@ class Predictor:
     # ------------------------------------------------------------------ model
 
     def predict_faces(self, faces: list[Face]) -> list[Prediction]:
-        torch = self._torch
         if not faces:
             return []
         with torch.no_grad():
-            out = self.cascade.run(torch.from_numpy(np.stack([f.pixels for f in faces])))
-        probs = out.probabilities.numpy().astype(np.float64)
-        net_boxes = out.boxes.numpy().astype(np.float64)
-        heat = out.heatmaps.numpy() if (self.explain and out.heatmaps is not None) else None
+            out = self.cascade.run(torch.from_numpy(np.stack([f.pixels for f in faces])).to(self.device))
+        probs = out.probabilities.cpu().numpy().astype(np.float64)
+        net_boxes = out.boxes.cpu().numpy().astype(np.float64)
+        heat = out.heatmaps.cpu().numpy() if (self.explain and out.heatmaps is not None) else None
         preds = []
         for i, f in enumerate(faces):
             preds.append(Prediction(f, probs[i], self.to_input_pixels(net_boxes[i], f), net_boxes[i], self.rule,
