@@ -446,6 +446,11 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.batch_size: must be >= 1, got {s.batch_size}")
         if s.num_workers < 1:
             problems.append(f"{name}.num_workers: must be >= 1")
+        elif s.batch_size >= 1 and s.batch_size % s.num_workers:
+            each = s.batch_size // s.num_workers
+            problems.append(f"{name}.batch_size: {s.batch_size} does not divide over {name}.num_workers="
+                            f"{s.num_workers} (each worker would take {each}, {each * s.num_workers} a step in "
+                            f"all); choose a multiple of {s.num_workers}")
         if s.cpus_per_worker <= 0:
             problems.append(f"{name}.cpus_per_worker: must be > 0")
         if s.max_failures < 0:

@@ -176,7 +176,8 @@ def test_a_placement_this_ray_cannot_hold_is_refused_not_waited_for(ray_local):
     gpu = C.load_yaml(os.path.join(ROOT, "jobs", "single_gpu.yaml"), base=C.preset("demo"))
     with pytest.raises(PawRayError, match=r"2 CPU\(s\) and 0 GPU\(s\).*frl: 1 Train worker\(s\) x 2 CPU \+ 1 GPU"):
         check_placement_fits(gpu)
-    wide = C.apply_overrides(C.preset("smoke"), ["whole.num_workers=3", "whole.cpus_per_worker=1"])
+    wide = C.apply_overrides(C.preset("smoke"), ["whole.num_workers=3", "whole.cpus_per_worker=1",
+                                                    "whole.batch_size=30"])
     with pytest.raises(PawRayError, match=r"whole: 3 Train worker\(s\) x 1 CPU") as e:
         check_placement_fits(wide)
     assert "frl" not in str(e.value), "only what does not fit is named"

@@ -38,6 +38,8 @@ def test_set_overrides_parse_types():
     ("frl.precision=fp16", "frl.precision: .fp16. is not one of fp32, bf16"),
     ("data.decode_in=gpu", "data.decode_in: .gpu. is not one of auto, consumer, tasks"),
     ("frl", "expected section.key=value"),
+    ("frl.batch_size=65", r"frl.batch_size: 65 does not divide over frl.num_workers=2 \(each worker would take 32, "
+                          r"64 a step in all\); choose a multiple of 2"),
 ])
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(C.ConfigError, match=message):
