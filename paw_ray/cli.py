@@ -80,6 +80,8 @@ def train_config(args: argparse.Namespace):
         cfg.max_steps = args.max_steps
     if args.address:
         cfg.ray.address = args.address
+    if args.mlflow:
+        cfg.tracking.mlflow = args.mlflow
     C.validate(cfg)
     return cfg
 
@@ -142,6 +144,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, metavar="N",
                    help="dry run: one epoch of at most N steps per stage")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="also log every epoch to this MLflow tracking URI, e.g. http://127.0.0.1:5000 or "
+                        "sqlite:///$PWD/mlflow.db (needs the mlflow extra)")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -354,7 +359,7 @@ def _add_data_parsers(sub) -> None:
                    help="annotations: cut each in-the-wild face from list_bbox_celeba, else the landmarks' box "
                         "(default); detector: where the face detector finds it, as the paper did, falling "
                         "back to the annotations")
-    _add_detection_args(p)
+    add_detection_args(p)
     p.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     p.add_argument("--split-fraction", metavar="TRAIN,VAL,TEST",
                    help="split by image id in these shares, e.g. 0.8,0.1,0.1, instead of CelebA's partition "

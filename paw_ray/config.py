@@ -38,6 +38,7 @@ __all__ = [
     "FinetuneConfig",
     "EvaluateConfig",
     "RayConfig",
+    "TrackingConfig",
     "ConfigError",
     "PRESETS",
     "preset",
@@ -188,6 +189,13 @@ class RayConfig:
 
 
 @dataclass
+class TrackingConfig:
+    # an MLflow tracking URI that also gets every epoch's metrics (--mlflow; the mlflow extra);
+    # "" = the TensorBoard event files in the run directory only
+    mlflow: str = _resource("")
+
+
+@dataclass
 class Config:
     preset: str = "paper"
     seed: int = 0
@@ -212,6 +220,7 @@ class Config:
         epochs=3, lr=1e-3, batch_size=128, lr_schedule="constant"))
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 # --------------------------------------------------------------------------- presets

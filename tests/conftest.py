@@ -55,6 +55,7 @@ class SmokeRun:
     run_dir: str
     finished_part_tasks: frozenset[str]
     stdout: str
+    mlflow_uri: str  # the tracking store it also logged to (--mlflow)
 
 
 @pytest.fixture(scope="session")
@@ -75,17 +76,18 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
     from paw_ray import cli
 
     run_dir = str(tmp_path_factory.mktemp("smoke") / "run")
+    mlflow_uri = f"sqlite:///{os.path.dirname(run_dir)}/mlflow.db"
     started = not ray.is_initialized()
     if started:
         start_local_ray()
     try:
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            assert cli.main(["train", "--preset", "smoke", "--run-dir", run_dir]) == 0
+            assert cli.main(["train", "--preset", "smoke", "--run-dir", run_dir, "--mlflow", mlflow_uri]) == 0
         tasks = list_tasks(address=ray.get_runtime_context().gcs_address,  # not another Ray on this host
                            filters=[("func_or_class_name", "=", "train_part"), ("state", "=", "FINISHED")],
                            limit=10_000, raise_on_missing_output=False)
     finally:
         if started:
             ray.shutdown()
-    return SmokeRun(run_dir, frozenset(t.task_id for t in tasks), printed.getvalue())
+    return SmokeRun(run_dir, frozenset(t.task_id for t in tasks), printed.getvalue(), mlflow_uri)

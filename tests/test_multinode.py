@@ -188,12 +188,14 @@ def tuned(cluster_job, ray_local):
     logs: list[str] = []
     space = {"lr": {"loguniform": [3e-4, 1e-2]}, "batch_size": {"choice": [16, 32]}}
     before_pgs = _live_placement_groups()
-    summary = run_tune(job_config(), cluster_job["run_dir"], "whole", num_samples=3, scheduler="asha", space=space,
+    cfg = job_config()
+    cfg.tracking.mlflow = f"sqlite:///{os.path.dirname(cluster_job['run_dir'])}/tune-mlflow.db"
+    summary = run_tune(cfg, cluster_job["run_dir"], "whole", num_samples=3, scheduler="asha", space=space,
                        log=logs.append)
     deadline = time.time() + 180
     while _live_placement_groups() - before_pgs and time.time() < deadline:
         time.sleep(2)
-    return SimpleNamespace(run_dir=cluster_job["run_dir"], summary=summary, logs=logs,
+    return SimpleNamespace(run_dir=cluster_job["run_dir"], summary=summary, logs=logs, mlflow=cfg.tracking.mlflow,
                            leaked=_live_placement_groups() - before_pgs,
                            stage_dir=os.path.join(cluster_job["run_dir"], "tune", "whole"))
 
@@ -205,6 +207,19 @@ def test_tune_leaves_no_placement_group_reserved(tuned):
 def test_tune_reuses_the_stages_before_the_tuned_one(tuned):
     for stage in ("frl", "hint"):
         assert f"[{stage}] complete for this config: reused" in tuned.logs
+
+
+def test_tune_logs_each_trial_to_mlflow_with_its_values_and_epochs(tuned):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tuned.mlflow)
+    experiment = client.get_experiment_by_name(f"{os.path.basename(tuned.run_dir)}/tune/whole")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == len(tuned.summary["trials"]) == 3
+    epochs = sorted(t["epochs_run"] for t in tuned.summary["trials"])
+    logged = sorted(len(client.get_metric_history(r.info.run_id, "val_mean_accuracy")) for r in runs)
+    assert logged == epochs, "a point per epoch each trial ran"
+    assert all({"lr", "batch_size"} <= set(r.data.params) for r in runs)
 
 
 def test_tune_trials_complete_or_stop_early_within_the_space(tuned):

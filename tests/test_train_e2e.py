@@ -67,20 +67,20 @@ def test_train_prints_a_line_per_epoch_of_every_ray_train_stage_and_the_parts_co
     assert "ETA 0 s" in done[-1]
 
 
-def test_every_trained_stage_and_part_writes_tensorboard_events_per_epoch(smoke_run):
-    from events_reader import scalars
+def test_every_trained_stage_and_part_writes_tensorboard_events_and_mlflow_metrics_per_epoch(smoke_run):
+    from events_reader import mlflow_history, scalars
 
     from paw_ray.train.events import events_dir
 
+    tracked = mlflow_history(smoke_run.mlflow_uri, os.path.basename(smoke_run.run_dir))
     for stage in TRAIN_STAGES:
         epochs = max(getattr(CFG, stage).epochs, 1)
-        folders = ([events_dir(smoke_run.run_dir, f"parts/part_{p:02d}") for p in range(len(ATTRIBUTES))]
-                   if stage == "parts" else [events_dir(smoke_run.run_dir, stage)])
-        for folder in folders:
-            got = scalars(folder)
-            assert [step for step, _ in got["loss/train"]] == list(range(1, epochs + 1)), folder
-            assert got["accuracy/val_mean"][-1][0] == epochs, "the last epoch validates"
-            assert all(v > 0 for _, v in got["throughput/images_per_s"]) and "optim/learning_rate" in got
+        names = [f"parts/part_{p:02d}" for p in range(len(ATTRIBUTES))] if stage == "parts" else [stage]
+        for name in names:
+            for got in (scalars(events_dir(smoke_run.run_dir, name)), tracked[name]):
+                assert [step for step, _ in got["loss/train"]] == list(range(1, epochs + 1)), name
+                assert got["accuracy/val_mean"][-1][0] == epochs, "the last epoch validates"
+                assert all(v > 0 for _, v in got["throughput/images_per_s"]) and "optim/learning_rate" in got
 
 
 def test_results_json_shape_and_ranges(smoke_run):

@@ -184,7 +184,8 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
              EpochFeed(ray.train.get_dataset_shard("val"), batch_size=per_worker_batch, device=device,
                        placement=placement, **decode))
 
-    events = EpochEvents(loop_config["events"]) if rank == 0 and loop_config.get("events") else None
+    events = EpochEvents(**loop_config["events"], mlflow=cfg.tracking.mlflow) \
+        if rank == 0 and loop_config.get("events") else None
     for epoch in range(start_epoch, max(epochs, 1)):
         last = epoch == max(epochs, 1) - 1
         checkpointed = validates(epoch, epochs, scfg.val_every)

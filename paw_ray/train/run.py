@@ -27,6 +27,7 @@ from paw_ray.data.stream import RowDecoder, consumer_decoder, image_stream
 from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
 from paw_ray.errors import PawRayError
 from paw_ray.train.cluster import check_placement_fits, ensure_ray
+from paw_ray.train.events import absolute_tracking_uri, experiment_name, mlflow_experiment
 from paw_ray.train.manifest import Manifest, RunDirError, stage_fingerprint
 from paw_ray.train.stage_table import STAGES, StageRun, stage_inputs
 from paw_ray.train.stage_table import stage as stage_spec
@@ -127,6 +128,10 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
         raise ValueError(f"data {data.dir!r} was resolved for another data.path ({cfg.data.path!r})")
     if cfg.data.path and data is None:
         shards.check_splits(cfg.data.path)  # an empty split: refused now, not after Ray and a stage started
+    if cfg.tracking.mlflow:
+        cfg = copy.deepcopy(cfg)
+        cfg.tracking.mlflow = absolute_tracking_uri(cfg.tracking.mlflow)
+        mlflow_experiment(cfg.tracking.mlflow, experiment_name(run_dir))  # a wrong URI stops the run here, before any stage
     manifest = Manifest.load_or_create(run_dir)
     if manifest.preset and manifest.preset != cfg.preset:
         raise RunDirError(f"{run_dir} holds a run of the {manifest.preset!r} preset, not {cfg.preset!r}; "

@@ -19,7 +19,6 @@ from paw_ray.data.stream import RowDecoder
 from paw_ray.errors import StageFailed, root_message
 from paw_ray.train.checkpoints import load_state, save_state
 from paw_ray.train.loop import STATE_FILE, train_worker_loop
-from paw_ray.train.events import events_dir
 from paw_ray.train.progress import ProgressTail, progress_dir
 
 __all__ = ["run_train_stage", "ray_train_storage"]
@@ -51,7 +50,7 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
         train_loop_config={"stage": stage, "cfg": to_dict(cfg), "inputs": inputs,
                            "label_prior": [float(p) for p in label_prior], "rows": dict(rows),
                            "decoder": decoder, "progress": progress_dir(run_dir, stage),
-                           "events": events_dir(run_dir, stage)},
+                           "events": {"run_dir": run_dir, "name": stage}},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
             resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},

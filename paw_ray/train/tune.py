@@ -38,6 +38,7 @@ not hyperparameters and are refused.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -48,6 +49,7 @@ import yaml
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.errors import PawRayError, root_message
+from paw_ray.train.events import absolute_tracking_uri, experiment_name, mlflow_experiment
 from paw_ray.train.manifest import stage_fingerprint
 from paw_ray.train.resources import how_many_fit
 from paw_ray.train.run import run_ray_train_stage, train
@@ -258,6 +260,19 @@ def _trial_record(result, space: dict[str, Any], cfg: C.Config, stage: str) -> d
     }
 
 
+def _mlflow_callbacks(cfg: C.Config, run_dir: str, stage: str, search: str) -> list:
+    """With ``tracking.mlflow``: Ray's MLflow logger, one MLflow run per trial (its values as
+    params, its epochs as steps) in the experiment ``<run name>/tune/<stage>``."""
+    if not cfg.tracking.mlflow:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    uri = absolute_tracking_uri(cfg.tracking.mlflow)
+    name = f"{experiment_name(run_dir)}/tune/{stage}"
+    mlflow_experiment(uri, name)  # made here, where a bad URI is an error naming it
+    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=name, tags={"paw_ray.search": search})]
+
+
 def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, scheduler: str = "asha",
              space: dict[str, Any] | None = None, max_concurrent: int = 0,
              log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -290,7 +305,9 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
     log(f"[tune] {num_samples} trial(s) of {stage}, at most {concurrent} at once, scheduler {scheduler}, "
         f"space {json.dumps(space)}; results in {search_dir}")
 
-    driver = _make_driver(stage, C.to_dict(cfg), data_dir, identity, inputs, input_fps,
+    trial_cfg = copy.deepcopy(cfg)
+    trial_cfg.tracking.mlflow = ""  # the trials reach MLflow through Tune's own callback (below), one run each
+    driver = _make_driver(stage, C.to_dict(trial_cfg), data_dir, identity, inputs, input_fps,
                           storage.join(search_dir, "trials"))
     tuner = tune.Tuner(
         tune.with_resources(driver, {"CPU": DRIVER_CPUS}),
@@ -301,7 +318,8 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
                                     search_alg=BasicVariantGenerator(max_concurrent=concurrent,
                                                                      random_state=cfg.seed)),
         run_config=tune.RunConfig(storage_path=stage_dir, name=search, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  callbacks=_mlflow_callbacks(cfg, run_dir, stage, search)),
     )
     t0 = time.time()
     grid = tuner.fit()

@@ -43,7 +43,7 @@ from paw_ray.errors import StageFailed, root_message
 from paw_ray.models.paw import PartSubnets
 from paw_ray.models.students import SNet
 from paw_ray.train.checkpoints import CheckpointError, UnsafeCheckpointError, load_state, save_state
-from paw_ray.train.events import EpochEvents, events_dir
+from paw_ray.train.events import EpochEvents
 from paw_ray.train.progress import clock, eta
 from paw_ray.train.loop import (
     channels_last,
@@ -139,7 +139,7 @@ def train_part(part: int, cfg_dict: dict, data_dir: str, run_dir: str, whole_loc
                            flip_seed=seed, shuffle_seed=seed, holdout=holdout, **consumer)
     feeds = (train_feed, val_feed)
     t0 = time.time()
-    with EpochEvents(events_dir(run_dir, f"parts/part_{part:02d}")) as events:
+    with EpochEvents(run_dir, f"parts/part_{part:02d}", mlflow=cfg.tracking.mlflow) as events:
         for epoch in range(start_epoch, max(epochs, 1)):
             checkpointed = validates(epoch, epochs, pc.val_every)
             metrics = run_epoch(model, task, optimizer, pc, epoch=epoch, epochs=epochs, attempt=attempt,
