@@ -41,7 +41,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from paw_ray.data.synthfaces import synthesize
 
     info = synthesize(n=args.n, size=args.size, seed=args.seed, out=args.out,
-                      label_noise=args.label_noise, num_tasks=args.tasks)
+                      label_noise=args.label_noise, num_tasks=args.tasks,
+                      progress=lambda line: _stderr(f"paw-ray synth: {line}"))
     print(json.dumps({"out": args.out, "num_rows": info.num_rows, "image_size": info.image_size}))
     return 0
 
@@ -189,7 +190,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(run, box, boxes, split=args.split, batch_size=args.batch_size,
                           explain=bool(args.explain), decision_rule=args.decision_rule, detect=args.detect,
                           detection=detection_from_args(args), face_margin=args.face_margin)
-    preds = predictor.predict(args.inputs)
+    preds = predictor.predict(args.inputs, progress=lambda line: _stderr(f"paw-ray predict: {line}"))
     if args.explain:
         def explained(preds):
             for i, p in enumerate(preds):

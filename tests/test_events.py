@@ -12,7 +12,8 @@ from paw_ray.train.progress import images_per_s
 
 
 def _record(epoch: int, validated: bool) -> dict:
-    record = {"epoch": epoch, "lr": 0.01 / (epoch + 1), "train_loss": 1.0 - 0.1 * epoch, "train_rows": 640,
+    record = {"epoch": epoch, "lr": 0.01 / (epoch + 1), "train_loss": 1.0 - 0.1 * epoch,
+              "train_mean_accuracy": 0.5 + 0.1 * epoch, "train_rows": 640,
               "input_wait_s": 1.0, "step_s": 3.0, "epoch_time_s": 5.0}
     if validated:
         record.update(val_loss=0.9 - 0.1 * epoch, val_mean_accuracy=0.6 + 0.05 * epoch)
@@ -33,6 +34,7 @@ def test_each_epoch_is_a_point_per_scalar_in_the_run_directory(tmp_path):
     assert got["optim/learning_rate"] == [(1, pytest.approx(0.01)), (2, pytest.approx(0.005))]
     assert got["loss/val"] == [(2, pytest.approx(0.8))], "validation only where the epoch validated"
     assert got["accuracy/val_mean"] == [(2, pytest.approx(0.65))]
+    assert got["accuracy/train_mean"] == [(1, pytest.approx(0.5)), (2, pytest.approx(0.6))]
     assert got["throughput/images_per_s"] == [(1, pytest.approx(160.0)), (2, pytest.approx(160.0))]
     assert images_per_s(records[0]) == pytest.approx(640 / 4.0)
 

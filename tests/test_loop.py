@@ -41,3 +41,28 @@ def test_cuda_all_reduce_of_cpu_tensors_with_nccl(tmp_path):
     """NCCL reduces only GPU tensors; the loop's CPU counts go through the worker's GPU."""
     results = _run_group(1, "nccl", "cuda", tmp_path)
     assert results == {0: [True, "cpu", [1.0, 10.0]]}
+
+
+class _FixedLogits:
+    """A task whose logits are the batch's own ``logits`` column, plus a weight to train."""
+
+    def loss(self, model, b):
+        logits = b["logits"] + 0 * model.weight.sum()
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, b["labels"]), logits
+
+
+def test_an_epoch_measures_the_training_decisions_mean_accuracy():
+    from paw_ray.train.loop import train_epoch
+
+    labels = torch.zeros(6, 40)
+    labels[:3, :10] = 1.0
+    logits = torch.full((6, 40), -1.0)
+    logits[:3, :10] = 1.0  # right on every attribute but: row 0 wrong on attributes 0..3
+    logits[0, :4] = -1.0
+    batches = [{"image_id": list(range(3)), "labels": labels[:3], "logits": logits[:3]},
+               {"image_id": [], "labels": labels[:0], "logits": logits[:0]},  # an empty batch counts nothing
+               {"image_id": list(range(3, 6)), "labels": labels[3:], "logits": logits[3:]}]
+    model = torch.nn.Linear(1, 1)
+    run = train_epoch(model, _FixedLogits(), torch.optim.SGD(model.parameters(), lr=0.1), batches)
+    assert run.steps == 2 and run.rows == 6
+    assert run.correct_sum() == 6 * 40 - 4

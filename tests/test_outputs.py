@@ -158,6 +158,12 @@ def test_predict_names_each_unreadable_input_and_exits_1(folder_prediction):
     assert "corrupt.jpg" in stderr and "notes.txt" in stderr and "error" in stderr
 
 
+def test_predict_counts_its_progress_in_faces_and_inputs(folder_prediction):
+    progress = [line for line in folder_prediction.stderr.splitlines() if " input(s), " in line]
+    assert progress and progress[-1].startswith("paw-ray predict: 5 face(s) from 7/7 input(s), "), progress
+    assert progress[-1].endswith(" faces/s")
+
+
 def test_predict_without_a_box_says_the_whole_image_is_the_face(folder_prediction):
     assert "whole image is taken as the face" in folder_prediction.stderr
 

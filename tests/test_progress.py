@@ -29,8 +29,9 @@ def test_clock_and_eta_read_as_a_person_would_say_them():
 
 
 def test_an_epoch_line_names_the_epoch_loss_accuracy_rate_and_eta():
-    line = epoch_line("frl", _record(1, val_mean_accuracy=0.8123), elapsed_s=20.0, epochs_seen=2)
-    assert line == ("[frl] epoch 2/3 · train loss 1.2500 · val mean acc 81.23% · 400 img/s · "
+    line = epoch_line("frl", _record(1, train_mean_accuracy=0.7, val_mean_accuracy=0.8123), elapsed_s=20.0,
+                      epochs_seen=2)
+    assert line == ("[frl] epoch 2/3 · train loss 1.2500 · train acc 70.00% · val mean acc 81.23% · 400 img/s · "
                     "20 s elapsed, ETA 10 s")
     quiet = epoch_line("hint", _record(0, decode_failures=2), elapsed_s=5.0, epochs_seen=1)
     assert "val mean acc" not in quiet and quiet.endswith("2 image(s) skipped: they did not decode")

@@ -215,8 +215,12 @@ def test_synthesize_in_process_writes_the_shard_format(tmp_path):
 def test_synthesize_same_bytes_via_ray_tasks(ray_local, tmp_path):
     a, b = str(tmp_path / "local"), str(tmp_path / "ray")
     sf.synthesize(n=30, size=32, seed=9, out=a, num_tasks=1)
-    info = sf.synthesize(n=30, size=32, seed=9, out=b, num_tasks=2)
+    lines: list[str] = []
+    info = sf.synthesize(n=30, size=32, seed=9, out=b, num_tasks=2, progress=lines.append)
     assert len(info.files["train"]) == 2, info.files  # several tasks, each its own shard
+    shards_made = sum(len(f) for f in info.files.values())
+    assert [line.split(", ")[1] for line in lines] == [f"{k}/{shards_made} shards" for k in range(1, shards_made + 1)]
+    assert lines[-1].startswith("30/30 images, ") and lines[-1].endswith(" images/s")
     ra, rb = _rows(a), _rows(b)
     assert ra.keys() == rb.keys()
     for k in ra:
@@ -296,8 +300,11 @@ def test_cli_synth(tmp_path, capsys):
 
     out = str(tmp_path / "cli")
     assert main(["synth", "--n", "30", "--size", "32", "--tasks", "1", "--out", out]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    said = capsys.readouterr()
+    printed = json.loads(said.out)
     assert printed["num_rows"] == {"train": 24, "val": 3, "test": 3}
+    progress = [line for line in said.err.splitlines() if line.startswith("paw-ray synth: ")]
+    assert progress and progress[-1].startswith("paw-ray synth: 30/30 images, "), said.err
     assert main(["synth", "--n", "10", "--size", "32", "--tasks", "1", "--out", out]) == 2
     assert "n must be >= 30" in capsys.readouterr().err
 

@@ -59,7 +59,7 @@ def test_train_prints_a_line_per_epoch_of_every_ray_train_stage_and_the_parts_co
         epochs = max(getattr(CFG, stage).epochs, 1)
         mine = [line for line in lines if line.startswith(f"[{stage}] epoch ")]
         assert [line.split(" · ")[0] for line in mine] == [f"[{stage}] epoch {k}/{epochs}" for k in range(1, epochs + 1)]
-        assert all(" · train loss " in line and " img/s · " in line and " elapsed, ETA " in line for line in mine), mine
+        assert all(" · train loss " in line and " · train acc " in line and " img/s · " in line and " elapsed, ETA " in line for line in mine), mine
         assert "val mean acc " in mine[-1], "the last epoch validates"
     assert mine[-1].endswith("ETA 0 s"), mine[-1]
     done = [line for line in lines if line.startswith("[parts] ") and " done · " in line]
@@ -80,6 +80,8 @@ def test_every_trained_stage_and_part_writes_tensorboard_events_and_mlflow_metri
             for got in (scalars(events_dir(smoke_run.run_dir, name)), tracked[name]):
                 assert [step for step, _ in got["loss/train"]] == list(range(1, epochs + 1)), name
                 assert got["accuracy/val_mean"][-1][0] == epochs, "the last epoch validates"
+                assert [step for step, _ in got["accuracy/train_mean"]] == list(range(1, epochs + 1)), name
+                assert all(0 <= v <= 1 for _, v in got["accuracy/train_mean"]), name
                 assert all(v > 0 for _, v in got["throughput/images_per_s"]) and "optim/learning_rate" in got
 
 

@@ -35,8 +35,9 @@ import io
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -204,6 +205,7 @@ class Predictor:
         self.errors: list[str] = []
         self.whole_image: list[str] = []  # inputs taken whole as the face
         self.detected: list[str] = []  # inputs whose faces the detector found
+        self.inputs_read = 0  # of the inputs ``predict`` was given
 
     @property
     def notes(self) -> list[str]:
@@ -285,7 +287,8 @@ class Predictor:
                                    (0.0, 0.0, float(s), float(s)), (s, s), "shard")
 
     def faces(self, inputs: list[tuple[str, str]]) -> Iterator[Face]:
-        for kind, p in inputs:
+        for n, (kind, p) in enumerate(inputs, 1):
+            self.inputs_read = n
             if kind == "empty":
                 self.errors.append(f"{p}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
                 continue
@@ -327,15 +330,28 @@ class Predictor:
         y0, y1 = np.clip(y0, 0, h), np.clip(y1, 0, h)
         return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
 
-    def predict(self, paths: Iterable[str]) -> Iterator[Prediction]:
-        """Predictions for every readable input, in order, batch by batch."""
+    def predict(self, paths: Iterable[str], progress: Callable[[str], None] | None = None) -> Iterator[Prediction]:
+        """Predictions for every readable input, in order, batch by batch; ``progress(line)``
+        after each batch: faces predicted, inputs read of all, faces/s."""
+        inputs = expand_inputs(paths)
+        t0, done = time.perf_counter(), 0
+
+        def predicted(batch: list[Face]) -> list[Prediction]:
+            nonlocal done
+            preds = self.predict_faces(batch)
+            done += len(preds)
+            if progress is not None and preds:
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                progress(f"{done} face(s) from {self.inputs_read}/{len(inputs)} input(s), {rate:.1f} faces/s")
+            return preds
+
         batch: list[Face] = []
-        for face in self.faces(expand_inputs(paths)):
+        for face in self.faces(inputs):
             batch.append(face)
             if len(batch) == self.batch_size:
-                yield from self.predict_faces(batch)
+                yield from predicted(batch)
                 batch = []
-        yield from self.predict_faces(batch)
+        yield from predicted(batch)
 
 
 # ---------------------------------------------------------------------- writers

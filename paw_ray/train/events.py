@@ -38,6 +38,7 @@ __all__ = ["events_dir", "EpochEvents", "MlflowStage", "absolute_tracking_uri", 
 SCALARS = {
     "loss/train": "train_loss",
     "loss/val": "val_loss",
+    "accuracy/train_mean": "train_mean_accuracy",
     "accuracy/val_mean": "val_mean_accuracy",
     "optim/learning_rate": "lr",
 }

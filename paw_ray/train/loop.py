@@ -234,8 +234,8 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
         val_stats = StreamStats()
         val = validate(model, task, val_feed.epoch(epoch, val_stats), val_stats, device, max_steps, cast)
     val_s = time.time() - t_val
-    counts = all_reduce_in_place(torch.tensor([run.loss_sum, run.steps, stats.rows, stats.decode_failures],
-                                      dtype=torch.float64), device)
+    counts = all_reduce_in_place(torch.tensor([run.loss_sum, run.steps, stats.rows, stats.decode_failures,
+                                               run.correct_sum(), run.rows], dtype=torch.float64), device)
     metrics = {
         "epoch": epoch,
         "attempt": attempt,
@@ -255,6 +255,8 @@ def run_epoch(model, task: TrainTask, optimizer, scfg, *, epoch: int, epochs: in
         "val_s": round(val_s, 3),
         "peak_rss_mb": peak_rss_mb(),
     }
+    if counts[5]:  # the training decisions' mean accuracy over the 40 attributes, as the epoch trained
+        metrics["train_mean_accuracy"] = float(counts[4] / (counts[5] * 40))
     if validation:
         metrics["val_loss"], metrics["val_mean_accuracy"] = val["loss"], val["mean_accuracy"]
         metrics["val_input"] = val_feed.last_source
@@ -281,6 +283,11 @@ class TrainedEpoch:
     wait_s: float = 0.0  # waiting for the next batch
     first_batch_s: float = 0.0  # of which for the first one
     step_s: float = 0.0  # in the training steps
+    rows: int = 0  # trained on
+    correct: torch.Tensor | None = None  # (40,) correct decisions so far, on the device (no sync per step)
+
+    def correct_sum(self) -> float:
+        return float(self.correct.sum()) if self.correct is not None else 0.0
 
 
 def train_epoch(model, task: TrainTask, optimizer, batches, max_steps: int = 0,
@@ -301,12 +308,15 @@ def train_epoch(model, task: TrainTask, optimizer, batches, max_steps: int = 0,
         if len(b["image_id"]) == 0:
             continue
         with cast():
-            loss, _ = task.loss(model, b)
+            loss, logits = task.loss(model, b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         out.steps += 1
         out.loss_sum += float(loss.detach())
+        right = per_attribute_correct(logits.detach().float(), b["labels"])
+        out.correct = right if out.correct is None else out.correct + right
+        out.rows += len(b["image_id"])
         out.step_s += time.perf_counter() - t1
         if max_steps and out.steps >= max_steps:
             break

@@ -2,7 +2,7 @@
 
 Rank 0 of a Ray Train stage writes one small JSON record per finished epoch into the
 stage's progress folder (``write_progress``); the driver's ``ProgressTail`` prints each new
-record as one line: epoch k/N, training loss, validation accuracy where measured, images/s,
+record as one line: epoch k/N, training loss and accuracy, validation accuracy where measured, images/s,
 elapsed time and ETA. Records travel as files in the run directory, not in Ray's log
 stream, so they reach the driver from any node (the run directory is shared storage on a
 cluster) and read the same whether or not Ray forwards its workers' output.
@@ -56,6 +56,8 @@ def epoch_line(stage: str, record: dict, elapsed_s: float, epochs_seen: int) -> 
     """The line the driver prints for one epoch's record."""
     k, epochs = record["epoch"] + 1, record["epochs"]
     words = [f"[{stage}] epoch {k}/{epochs}", f"train loss {record['train_loss']:.4f}"]
+    if "train_mean_accuracy" in record:
+        words.append(f"train acc {100 * record['train_mean_accuracy']:.2f}%")
     if "val_mean_accuracy" in record:
         words.append(f"val mean acc {100 * record['val_mean_accuracy']:.2f}%")
     if record.get("train_rows"):

@@ -71,7 +71,8 @@ def resolve_data(cfg: Config, run_dir: str, log: Callable[[str], None] = print) 
         return location, label
     t0 = time.time()
     log(f"[data] rendering {label} into {location}")
-    synthesize(n=d.synth_n, size=d.image_size, seed=d.synth_seed, out=location, label_noise=d.synth_label_noise)
+    synthesize(n=d.synth_n, size=d.image_size, seed=d.synth_seed, out=location, label_noise=d.synth_label_noise,
+               progress=lambda line: log(f"[data] {line}"))
     log(f"[data] {d.synth_n} images in {time.time() - t0:.1f}s")
     return location, label
 

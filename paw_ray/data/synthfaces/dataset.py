@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from typing import Callable
 
 import numpy as np
 
@@ -80,8 +82,10 @@ def _check_noise(label_noise) -> float:
     return label_noise
 
 
-def _render_on_ray(out: str, seed: int, size: int, label_noise: float, plan) -> list[tuple[str, str, int]]:
-    """One Ray task per chunk of ``plan``, on the running Ray instance or a new local one."""
+def _render_on_ray(out: str, seed: int, size: int, label_noise: float, plan,
+                   finished: Callable[[int], None]) -> list[tuple[str, str, int]]:
+    """One Ray task per chunk of ``plan``, on the running Ray instance or a new local one;
+    ``finished(rows)`` as each chunk's shard is written. Results in ``plan``'s order."""
     import ray  # here, not at module top: importing Ray takes seconds, and one image needs none of it
 
     if not ray.is_initialized():
@@ -92,15 +96,20 @@ def _render_on_ray(out: str, seed: int, size: int, label_noise: float, plan) -> 
         ray.init(address=address, **kwargs)
     task = ray.remote(num_cpus=1)(_render_shard)
     refs = [task.remote(out, seed, a, b, size, split, j, label_noise) for split, a, b, j in plan]
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        finished(ray.get(ready[0])[2])
     return ray.get(refs)
 
 
 def synthesize(n: int, size: int, seed: int, out: str, label_noise: float = 0.0,
-               num_tasks: int = 0) -> shards.DatasetInfo:
+               num_tasks: int = 0, progress: Callable[[str], None] | None = None) -> shards.DatasetInfo:
     """Render ``n`` SynthFaces of ``size`` x ``size`` into shards under ``out`` and write
     ``dataset.json`` last. ``num_tasks`` 1 renders in this process; otherwise Ray tasks
     render chunks (~500 images each for 0, about ``n / num_tasks`` each else), each
-    writing its own shard. Image ``i`` depends only on ``(seed, i, size)``."""
+    writing its own shard. Image ``i`` depends only on ``(seed, i, size)``. ``progress(line)``
+    gets a line as each shard is written: images and shards done of all, images/s."""
     n = _check_int("n", n, 30)
     size = _check_int("size", size, 32)
     seed = _check_int("seed", seed, 0)
@@ -115,10 +124,22 @@ def synthesize(n: int, size: int, seed: int, out: str, label_noise: float = 0.0,
     if storage.exists(info_loc):  # the set is being replaced: never leave an old, mixed index
         storage.remove_tree(info_loc)
     plan = _plan(n, num_tasks)
+    t0, done = time.perf_counter(), [0, 0]  # images, shards
+
+    def finished(rows: int) -> None:
+        done[0] += rows
+        done[1] += 1
+        if progress is not None:
+            rate = done[0] / max(time.perf_counter() - t0, 1e-9)
+            progress(f"{done[0]}/{n} images, {done[1]}/{len(plan)} shards, {rate:.0f} images/s")
+
     if num_tasks == 1:
-        results = [_render_shard(out, seed, a, b, size, split, j, label_noise) for split, a, b, j in plan]
+        results = []
+        for split, a, b, j in plan:
+            results.append(_render_shard(out, seed, a, b, size, split, j, label_noise))
+            finished(results[-1][2])
     else:
-        results = _render_on_ray(out, seed, size, label_noise, plan)
+        results = _render_on_ray(out, seed, size, label_noise, plan, finished)
 
     files = {s: [] for s in shards.SPLITS}
     num_rows = {s: 0 for s in shards.SPLITS}
