@@ -38,8 +38,12 @@ def config_from_args(args: argparse.Namespace):
 # --------------------------------------------------------------------------- data
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from paw_ray.config import RayConfig
     from paw_ray.data.synthfaces import synthesize
+    from paw_ray.train.cluster import ensure_ray
 
+    if args.tasks != 1:  # Ray tasks render: a Ray started as train starts it, its own lines kept out
+        ensure_ray(RayConfig())
     info = synthesize(n=args.n, size=args.size, seed=args.seed, out=args.out,
                       label_noise=args.label_noise, num_tasks=args.tasks,
                       progress=lambda line: _stderr(f"paw-ray synth: {line}"))

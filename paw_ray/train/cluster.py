@@ -46,6 +46,9 @@ def ensure_ray(rcfg: RayConfig) -> bool:
         kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True,
                   "dashboard_host": "127.0.0.1", "_system_config": LOCAL_SYSTEM_CONFIG}
     quiet = not rcfg.verbose
+    # Ray 2.60 says at every local start that token authentication is on (or off, when no
+    # token exists); the token itself is the user's setting, the line is noise to a trainer
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR if quiet else logging.NOTSET)
     ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO,
              **kwargs)
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
