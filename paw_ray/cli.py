@@ -87,6 +87,10 @@ def train_config(args: argparse.Namespace):
         cfg.ray.address = args.address
     if args.mlflow:
         cfg.tracking.mlflow = args.mlflow
+    if args.verify_data:
+        cfg.data.verify = "full"
+    if args.accept_data_change:
+        cfg.data.on_change = "accept"
     C.validate(cfg)
     return cfg
 
@@ -152,6 +156,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow", metavar="URI",
                    help="also log every epoch to this MLflow tracking URI, e.g. http://127.0.0.1:5000 or "
                         "sqlite:///$PWD/mlflow.db (needs the mlflow extra)")
+    p.add_argument("--verify-data", action="store_true",
+                   help="check every shard's SHA-256 against dataset.json before any stage (default: sizes, "
+                        "and hashes for data sets up to 2 GiB)")
+    p.add_argument("--accept-data-change", action="store_true",
+                   help="a shard changed in place since the data was prepared: record it as it is now and rerun "
+                        "the stages that read the data (default: stop, naming the shard)")
 
 
 # --------------------------------------------------------------------------- outputs

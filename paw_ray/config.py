@@ -66,6 +66,8 @@ class ConfigError(PawRayError, ValueError):
 THRESHOLD_RULES = ("balanced_accuracy", "accuracy")  # ``evaluate.threshold_rule``
 DECISION_RULES = ("fitted", "fixed")  # what predict, batch inference and the export apply
 DECODE_IN = ("auto", "consumer", "tasks")  # ``data.decode_in``; ``decode_place`` resolves "auto"
+DATA_VERIFY = ("auto", "full", "size")  # ``data.verify`` (data/identity.py)
+DATA_ON_CHANGE = ("stop", "accept")  # ``data.on_change``
 DECODE_PLACES = ("consumer", "tasks")  # where a stream's images are decoded (``image_stream``)
 
 
@@ -101,6 +103,12 @@ class DataConfig:
     # Train worker or part task, in its own threads, or nvJPEG on its GPU for JPEG rows), or
     # "auto": Train workers decode, part tasks leave it to Ray Data (``decode_place``)
     decode_in: str = _resource("auto")
+    # before a run reads the data, each shard against dataset.json's size and SHA-256
+    # (data/identity.py): "auto" (sizes; hashes too up to 2 GiB), "full" (--verify-data), "size"
+    verify: str = _resource("auto")
+    # a shard changed in place: "stop" the run naming it, or "accept" (--accept-data-change):
+    # record it as it is now, which reruns the stages that read the data
+    on_change: str = _resource("stop")
 
 
 @dataclass
@@ -436,6 +444,10 @@ def validate(cfg: Config) -> None:
                         f"{', '.join(THRESHOLD_RULES)}")
     if cfg.data.decode_in not in DECODE_IN:
         problems.append(f"data.decode_in: {cfg.data.decode_in!r} is not one of {', '.join(DECODE_IN)}")
+    if cfg.data.verify not in DATA_VERIFY:
+        problems.append(f"data.verify: {cfg.data.verify!r} is not one of {', '.join(DATA_VERIFY)}")
+    if cfg.data.on_change not in DATA_ON_CHANGE:
+        problems.append(f"data.on_change: {cfg.data.on_change!r} is not one of {', '.join(DATA_ON_CHANGE)}")
     for name in ("width", "mnl_hidden", "maps_per_attribute"):
         if getattr(cfg.frl, name) <= 0:
             problems.append(f"frl.{name}: must be > 0")

@@ -13,6 +13,7 @@ completes, so there the object is written directly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -31,6 +32,8 @@ __all__ = [
     "makedirs",
     "listdir",
     "find_files",
+    "file_size",
+    "sha256",
     "read_bytes",
     "write_bytes_atomic",
     "read_json",
@@ -113,6 +116,23 @@ def find_files(location: str, suffixes: tuple[str, ...]) -> list[str]:
         return [os.path.join(location, os.path.relpath(p, path)) for p in found]
     scheme = location.split("://", 1)[0]
     return [f"{scheme}://{p}" for p in found]
+
+
+def file_size(location: str) -> int | None:
+    """The size of the file at ``location`` in bytes; None if there is no file there."""
+    fs, path = resolve(location)
+    info = fs.get_file_info(path)
+    return info.size if info.type == pafs.FileType.File else None
+
+
+def sha256(location: str, chunk_bytes: int = 8 << 20) -> str:
+    """The SHA-256 of the file at ``location``, read in chunks (a shard need not fit in memory)."""
+    fs, path = resolve(location)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_bytes(location: str) -> bytes:

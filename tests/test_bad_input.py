@@ -122,7 +122,7 @@ def _data_set(root, empty: tuple[str, ...] = ()) -> str:
             continue
         rows = {"image_id": [f"{split}-{i}" for i in range(4)], "split": [split] * 4, "image": [img] * 4,
                 "labels": [[i % 2] * NUM_ATTRIBUTES for i in range(4)], "face_box": [[0, 0, 16, 16]] * 4}
-        files[split] = [shards.write_shard(shards.rows_to_table(rows), out, split, 0)]
+        files[split] = [shards.write_shard(shards.rows_to_table(rows), out, split, 0).path]
         counts[split] = 4
     shards.write_info(shards.DatasetInfo(name="bad-input", image_size=16, num_rows=counts, files=files), out)
     return out

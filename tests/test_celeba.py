@@ -4,6 +4,7 @@ prepare end to end on a real local Ray (the ``ray_local`` fixture) in both modes
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -446,7 +447,7 @@ def wild(ray_local, tmp_path_factory):
     said = []
     info = celeba.prepare_celeba(str(fx.root), str(out), image_size=32, margin=0.1, chunk_size=4, progress=said.append)
     written_info, rows = _read_rows(out)
-    return SimpleNamespace(fx=fx, info=info, written_info=written_info, rows=rows, said=said)
+    return SimpleNamespace(fx=fx, info=info, written_info=written_info, rows=rows, said=said, out=str(out))
 
 
 def test_prepare_writes_the_splits_in_chunked_shards(wild):
@@ -455,6 +456,10 @@ def test_prepare_writes_the_splits_in_chunked_shards(wild):
     assert info.num_rows == {"train": 8, "val": 2, "test": 2}
     assert info.files["train"] == ["train/shard-00000.parquet", "train/shard-00001.parquet"]
     assert wild.written_info == info and sorted(wild.rows) == wild.fx.ids
+    out = wild.out
+    for rel in (r for split in shards.SPLITS for r in info.files[split]):  # each shard's content as written
+        data = open(f"{out}/{rel}", "rb").read()
+        assert info.content[rel] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, rel
 
 
 def test_prepare_records_where_the_boxes_came_from(wild):

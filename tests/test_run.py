@@ -7,7 +7,9 @@ import pytest
 
 from paw_ray import config as C
 from paw_ray.data.synthfaces import synthesize
-from paw_ray.train.run import ResolvedData, data_identity, resolve, train
+from paw_ray.data import shards
+from paw_ray.data.identity import data_identity
+from paw_ray.train.run import ResolvedData, resolve, train
 
 
 def test_resolve_names_the_folder_its_label_and_identity(tmp_path):
@@ -16,7 +18,7 @@ def test_resolve_names_the_folder_its_label_and_identity(tmp_path):
     cfg = C.apply_overrides(C.preset("smoke"), [f"data.path={data_dir}"])
     got = resolve(cfg, str(tmp_path / "run"), log=lambda _: None)
     assert got.dir == data_dir and data_dir in got.label
-    assert got.identity == data_identity(data_dir)
+    assert got.identity == data_identity(shards.read_info(data_dir))
 
 
 def test_train_refuses_data_resolved_for_another_path(tmp_path):

@@ -53,7 +53,7 @@ def data_dir(tmp_path_factory):
             # attribute 0's box sits in the left quarter; others empty
             "part_boxes_gt": [[0.0, 0.1, 0.25, 0.3] + [0.0] * 156] * n,
         }
-        files[split] = [shards.write_shard(shards.rows_to_table(rows), out, split, 0)]
+        files[split] = [shards.write_shard(shards.rows_to_table(rows), out, split, 0).path]
         counts[split] = n
         start += n
     shards.write_info(shards.DatasetInfo(name="test", image_size=SIZE, num_rows=counts, files=files,

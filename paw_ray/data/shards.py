@@ -23,12 +23,15 @@ One row per image, columns (``SHARD_SCHEMA``):
   image; a box with ``x1 <= x0`` is empty (global attributes). Null for real data.
 
 ``dataset.json`` is written last, after every shard is in place, and lists the shard
-files: a reader that finds it knows the shards are complete.
+files: a reader that finds it knows the shards are complete. It records each shard's size
+and SHA-256 as written (``content``), so a shard changed in place later is caught
+(``data/identity.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +49,7 @@ __all__ = [
     "SHARD_SCHEMA",
     "DATASET_INFO_FILE",
     "DatasetInfo",
+    "WrittenShard",
     "ShardError",
     "write_shard",
     "read_info",
@@ -91,6 +95,9 @@ class DatasetInfo:
     has_part_boxes_gt: bool = False
     attributes: list[str] = field(default_factory=lambda: list(ATTRIBUTES))
     source: dict[str, Any] = field(default_factory=dict)  # how it was made (seed, root, ...)
+    # per shard file (as in ``files``): {"bytes": size, "sha256": hex digest} as written;
+    # empty for a data set written before paw_ray recorded them
+    content: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -158,14 +165,28 @@ def _check_rows(table: pa.Table, where: str) -> None:
         raise ShardError(f"{where}: unknown split value(s) {sorted(splits - set(SPLITS))}")
 
 
-def write_shard(table: pa.Table, data_dir: str, split: str, index: int) -> str:
-    """Write one shard atomically; return its path relative to ``data_dir``."""
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard as ``write_shard`` stored it: its path relative to the data folder and its
+    content (``DatasetInfo.content``)."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+    def content(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "sha256": self.sha256}
+
+
+def write_shard(table: pa.Table, data_dir: str, split: str, index: int) -> WrittenShard:
+    """Write one shard atomically; return where and what it wrote."""
     validate_table(table, f"shard {split}/{index}")
     rel = f"{split}/shard-{index:05d}.parquet"
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="none", row_group_size=1024)
-    storage.write_bytes_atomic(storage.join(data_dir, rel), buf.getvalue())
-    return rel
+    data = buf.getvalue()
+    storage.write_bytes_atomic(storage.join(data_dir, rel), data)
+    return WrittenShard(rel, len(data), hashlib.sha256(data).hexdigest())
 
 
 def write_info(info: DatasetInfo, data_dir: str) -> None:

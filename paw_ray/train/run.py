@@ -23,6 +23,7 @@ from typing import Callable
 from paw_ray import storage
 from paw_ray.config import Config, decode_place, to_dict
 from paw_ray.data import shards
+from paw_ray.data.identity import data_identity, verify_shards
 from paw_ray.data.stream import RowDecoder, consumer_decoder, image_stream
 from paw_ray.data.synthfaces import GENERATOR_VERSION, synthesize
 from paw_ray.errors import PawRayError
@@ -34,7 +35,7 @@ from paw_ray.train.stage_table import stage as stage_spec
 from paw_ray.train.stages.localize import load_centres
 from paw_ray.train.trainer import run_train_stage
 
-__all__ = ["train", "resolve", "ResolvedData", "resolve_data", "data_identity", "parse_stages", "run_ray_train_stage", "CONFIG_FILE"]
+__all__ = ["train", "resolve", "ResolvedData", "resolve_data", "parse_stages", "run_ray_train_stage", "CONFIG_FILE"]
 
 CONFIG_FILE = "config.json"  # <run>/config.json: the full config of the last train() call
 
@@ -77,12 +78,6 @@ def resolve_data(cfg: Config, run_dir: str, log: Callable[[str], None] = print) 
     return location, label
 
 
-def data_identity(data_dir: str) -> str:
-    """What the data set is, for fingerprints: its ``dataset.json`` (names, sizes, shard lists)."""
-    info = shards.read_info(data_dir)
-    return str(sorted(info.to_json().items()))
-
-
 def _artifact_inputs(manifest: Manifest, cfg: Config, stage: str) -> dict[str, str]:
     inputs = {}
     for s in stage_inputs(cfg, stage):
@@ -104,9 +99,12 @@ class ResolvedData:
 
 
 def resolve(cfg: Config, run_dir: str, log: Callable[[str], None] = print) -> ResolvedData:
-    """``resolve_data`` and ``data_identity`` together: what ``train`` needs of the data."""
+    """``resolve_data``, then the shards checked against what ``dataset.json`` recorded of
+    them (``verify_shards``) and the data's identity: what ``train`` needs of the data."""
     data_dir, label = resolve_data(cfg, run_dir, log)
-    return ResolvedData(data_dir, label, data_identity(data_dir))
+    info = verify_shards(data_dir, shards.read_info(data_dir), cfg.data.verify, cfg.data.on_change,
+                           log=lambda line: log(f"[data] {line}"))
+    return ResolvedData(data_dir, label, data_identity(info))
 
 
 def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
@@ -129,6 +127,7 @@ def train(cfg: Config, run_dir: str, stages: list[str] | None = None,
         raise ValueError(f"data {data.dir!r} was resolved for another data.path ({cfg.data.path!r})")
     if cfg.data.path and data is None:
         shards.check_splits(cfg.data.path)  # an empty split: refused now, not after Ray and a stage started
+        data = resolve(cfg, run_dir, log)  # and every shard checked, against dataset.json too, before Ray starts
     if cfg.tracking.mlflow:
         cfg = copy.deepcopy(cfg)
         cfg.tracking.mlflow = absolute_tracking_uri(cfg.tracking.mlflow)

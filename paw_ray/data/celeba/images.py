@@ -172,19 +172,19 @@ def _process_chunk(spec: dict) -> dict:
         boxes.append(box)
         images.append(buf.getvalue())
         sources[source] += 1
-    rel = ""
+    written = None
     if ids and not (spec["strict"] and errors):
         table = shards.rows_to_table({"image_id": ids, "split": splits, "image": images,
                                       "labels": labels, "face_box": boxes})
         try:
-            rel = shards.write_shard(table, spec["out"], spec["split"], spec["index"])
+            written = shards.write_shard(table, spec["out"], spec["split"], spec["index"])
         except Exception as e:  # noqa: BLE001 - reported to the driver, which raises
             errors.append({"reason": "shard write failed",
                            "message": f"{storage.join(spec['out'], spec['split'])}: writing shard {spec['index']} failed: "
                                       f"{type(e).__name__}: {e}"})
-            rel = ""
-    return {"split": spec["split"], "index": spec["index"], "path": rel, "rows": len(ids) if rel else 0,
-            "images": len(spec["rows"]), "errors": json.dumps(errors), "sources": json.dumps(dict(sources)),
+    return {"split": spec["split"], "index": spec["index"], "path": written.path if written else "",
+            "rows": len(ids) if written else 0, "bytes": written.bytes if written else 0,
+            "sha256": written.sha256 if written else "", "images": len(spec["rows"]), "errors": json.dumps(errors), "sources": json.dumps(dict(sources)),
             "seconds": time.perf_counter() - t0}
 
 

@@ -195,15 +195,17 @@ def _dataset_source(plan: Plan, files: CelebAFiles, images_dir: str, shares, sou
     }
 
 
-def _written_shards(results: list[dict]) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """Rows and shard files per split, in split and chunk order."""
+def _written_shards(results: list[dict]) -> tuple[dict[str, int], dict[str, list[str]], dict[str, dict]]:
+    """Rows and shard files per split, in split and chunk order, and each file's content."""
     num_rows = {s: 0 for s in shards.SPLITS}
     out_files: dict[str, list[str]] = {s: [] for s in shards.SPLITS}
+    content = {}
     for res in sorted(results, key=lambda r: (shards.SPLITS.index(r["split"]), r["index"])):
         if res["path"]:
             num_rows[res["split"]] += int(res["rows"])
             out_files[res["split"]].append(res["path"])
-    return num_rows, out_files
+            content[res["path"]] = shards.WrittenShard(res["path"], int(res["bytes"]), res["sha256"]).content()
+    return num_rows, out_files, content
 
 
 def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bool = False,
@@ -254,13 +256,13 @@ def prepare_celeba(root: str, out: str, aligned: bool = False, allow_partial: bo
     specs = _chunk_specs(plan, images_dir, out, aligned=aligned, size=image_size, margin=float(margin),
                          strict=strict, chunk_size=chunk_size, face_source=face_source, detection=detection)
     results, sources = _run_chunks(specs, strict=strict, drops=plan.dropped, total=len(plan.ids), say=say)
-    num_rows, out_files = _written_shards(results)
+    num_rows, out_files, content = _written_shards(results)
     if not any(num_rows.values()):
         raise CelebAError(f"{root}: every image was dropped ({dict(plan.dropped.counts)}); nothing written")
     source = _dataset_source(plan, files, images_dir, shares, sources, aligned=aligned, margin=margin,
                              allow_partial=allow_partial, limit=limit, face_source=face_source, detection=detection)
     info = shards.DatasetInfo(name="celeba-aligned" if aligned else "celeba", image_size=image_size,
-                              num_rows=num_rows, files=out_files, source=source)
+                              num_rows=num_rows, files=out_files, source=source, content=content)
     shards.write_info(info, out)
     written = {p for fs in out_files.values() for p in fs}
     for rel in old_shards:

@@ -38,10 +38,9 @@ def _render_rows(seed: int, start: int, stop: int, size: int, split: str, label_
 
 
 def _render_shard(out: str, seed: int, start: int, stop: int, size: int, split: str, index: int,
-                  label_noise: float) -> tuple[str, str, int]:
+                  label_noise: float) -> tuple[str, shards.WrittenShard, int]:
     rows = _render_rows(seed, start, stop, size, split, label_noise)
-    rel = shards.write_shard(shards.rows_to_table(rows), out, split, index)
-    return split, rel, stop - start
+    return split, shards.write_shard(shards.rows_to_table(rows), out, split, index), stop - start
 
 
 def split_sizes(n: int) -> dict[str, int]:
@@ -83,7 +82,7 @@ def _check_noise(label_noise) -> float:
 
 
 def _render_on_ray(out: str, seed: int, size: int, label_noise: float, plan,
-                   finished: Callable[[int], None]) -> list[tuple[str, str, int]]:
+                   finished: Callable[[int], None]) -> list[tuple[str, shards.WrittenShard, int]]:
     """One Ray task per chunk of ``plan``, on the running Ray instance or a new local one;
     ``finished(rows)`` as each chunk's shard is written. Results in ``plan``'s order."""
     import ray  # here, not at module top: importing Ray takes seconds, and one image needs none of it
@@ -143,8 +142,10 @@ def synthesize(n: int, size: int, seed: int, out: str, label_noise: float = 0.0,
 
     files = {s: [] for s in shards.SPLITS}
     num_rows = {s: 0 for s in shards.SPLITS}
-    for split, rel, count in results:
-        files[split].append(rel)
+    content = {}
+    for split, written, count in results:
+        files[split].append(written.path)
+        content[written.path] = written.content()
         num_rows[split] += count
     info = shards.DatasetInfo(
         name="synthfaces",
@@ -154,6 +155,7 @@ def synthesize(n: int, size: int, seed: int, out: str, label_noise: float = 0.0,
         has_part_boxes_gt=True,
         source={"seed": seed, "n": n, "size": size, "label_noise": label_noise,
                 "generator_version": GENERATOR_VERSION},
+        content=content,
     )
     shards.write_info(info, out)
     return info
