@@ -9,18 +9,33 @@ Writes are atomic: a reader never sees half a file. Locally (and on shared POSIX
 file systems) a file is written under a temporary name in the same folder and
 renamed into place; object stores make an object visible only once its upload
 completes, so there the object is written directly.
+
+On an object store (``s3://``, ``gs://``) the filesystem is made once per bucket for the
+process, not once per call (making one may ask the store for the bucket's region). A
+transient error of the store (a dropped connection, a 503, throttling) is retried with
+backoff after pyarrow's own retries, each retry said on stderr; any other error, or one
+that outlasts the retries, is a ``StorageError`` that names the location. An
+S3-compatible store other than AWS is reached through ``AWS_ENDPOINT_URL`` (pyarrow reads
+it, in every process of the job).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import posixpath
+import sys
+import threading
+import time
+import urllib.parse
 import uuid
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import pyarrow.fs as pafs
+
+from paw_ray.errors import PawRayError
 
 __all__ = [
     "resolve",
@@ -40,7 +55,59 @@ __all__ = [
     "write_json_atomic",
     "remove_tree",
     "local_path",
+    "StorageError",
+    "RETRY_DELAYS_S",
 ]
+
+# seconds between our tries of a store that gives a transient error (after pyarrow's own)
+RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+# what the AWS SDK and object stores say for errors worth a retry
+TRANSIENT_MARKERS = ("NETWORK_CONNECTION", "curlCode", "SlowDown", "ServiceUnavailable", "Service Unavailable",
+                     "503", "Throttl", "RequestTimeout", "InternalError", "Connection reset")
+_BUCKET_SCHEMES = ("s3", "gs", "gcs")  # one filesystem per bucket; a path inside it is bucket/key
+_filesystems: dict[tuple[str, str, str], pafs.FileSystem] = {}
+_filesystems_lock = threading.Lock()
+
+T = TypeVar("T")
+
+
+class StorageError(PawRayError, OSError):
+    """A store that refused an operation, or did not answer through every retry."""
+
+
+def _transient(error: OSError) -> bool:
+    return any(marker in str(error) for marker in TRANSIENT_MARKERS)
+
+
+def _on_store(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Retry the wrapped call on a remote location's transient errors (``RETRY_DELAYS_S``);
+    turn any other store error into a ``StorageError`` naming the location and ``what`` was
+    done. A missing file stays ``FileNotFoundError``, which callers handle."""
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def call(location: str, *args, **kwargs) -> T:
+            if is_local(location):
+                return fn(location, *args, **kwargs)
+            attempt = 1
+            while True:
+                try:
+                    return fn(location, *args, **kwargs)
+                except FileNotFoundError:
+                    raise
+                except OSError as e:
+                    if attempt > len(RETRY_DELAYS_S) or not _transient(e):
+                        tries = f" after {attempt} tries" if attempt > 1 else ""
+                        raise StorageError(f"{location}: {what} failed{tries}: {e}") from None
+                    delay = RETRY_DELAYS_S[attempt - 1]
+                    attempt += 1
+                    print(f"paw_ray storage: {location}: {what}: the store did not answer ({str(e)[:160]}); "
+                          f"try {attempt} of {len(RETRY_DELAYS_S) + 1} in {delay:g} s", file=sys.stderr, flush=True)
+                    time.sleep(delay)
+
+        return call
+
+    return wrap
 
 
 def is_local(location: str) -> bool:
@@ -62,11 +129,21 @@ def absolute(location: str) -> str:
 
 
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and the path inside it for ``location``."""
+    """The pyarrow filesystem and the path inside it for ``location``; on an object store the
+    bucket's filesystem is made on first use and kept for the process."""
     if is_local(location):
         return pafs.LocalFileSystem(), local_path(location)
-    fs, path = pafs.FileSystem.from_uri(location)
-    return fs, path
+    parts = urllib.parse.urlsplit(location)
+    if parts.scheme not in _BUCKET_SCHEMES:
+        return pafs.FileSystem.from_uri(location)
+    key = (parts.scheme, parts.netloc, parts.query)
+    with _filesystems_lock:
+        fs = _filesystems.get(key)
+        if fs is None:
+            fs, path = pafs.FileSystem.from_uri(location)
+            _filesystems[key] = fs
+            return fs, path
+    return fs, (parts.netloc + parts.path).rstrip("/")
 
 
 def join(location: str, *parts: str) -> str:
@@ -75,26 +152,31 @@ def join(location: str, *parts: str) -> str:
     return posixpath.join(location, *parts)
 
 
+@_on_store("looking it up")
 def exists(location: str) -> bool:
     fs, path = resolve(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+@_on_store("looking it up")
 def is_dir(location: str) -> bool:
     fs, path = resolve(location)
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
+@_on_store("looking it up")
 def is_file(location: str) -> bool:
     fs, path = resolve(location)
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
+@_on_store("making the folder")
 def makedirs(location: str) -> None:
     fs, path = resolve(location)
     fs.create_dir(path, recursive=True)
 
 
+@_on_store("listing it")
 def listdir(location: str) -> list[str]:
     """Names (not paths) directly inside ``location``; empty if it does not exist."""
     fs, path = resolve(location)
@@ -104,6 +186,7 @@ def listdir(location: str) -> list[str]:
     return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
 
 
+@_on_store("listing it")
 def find_files(location: str, suffixes: tuple[str, ...]) -> list[str]:
     """Every file under the folder ``location``, recursively and sorted, whose name ends with
     one of ``suffixes`` (any case), as locations of the same kind; empty if it is no folder."""
@@ -118,6 +201,7 @@ def find_files(location: str, suffixes: tuple[str, ...]) -> list[str]:
     return [f"{scheme}://{p}" for p in found]
 
 
+@_on_store("looking it up")
 def file_size(location: str) -> int | None:
     """The size of the file at ``location`` in bytes; None if there is no file there."""
     fs, path = resolve(location)
@@ -125,6 +209,7 @@ def file_size(location: str) -> int | None:
     return info.size if info.type == pafs.FileType.File else None
 
 
+@_on_store("reading it")
 def sha256(location: str, chunk_bytes: int = 8 << 20) -> str:
     """The SHA-256 of the file at ``location``, read in chunks (a shard need not fit in memory)."""
     fs, path = resolve(location)
@@ -135,12 +220,14 @@ def sha256(location: str, chunk_bytes: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
+@_on_store("reading it")
 def read_bytes(location: str) -> bytes:
     fs, path = resolve(location)
     with fs.open_input_stream(path) as f:
         return f.read()
 
 
+@_on_store("writing it")
 def write_bytes_atomic(location: str, data: bytes) -> None:
     """Write ``data`` so that ``location`` holds either the old or the new bytes, never a mix."""
     fs, path = resolve(location)
@@ -175,6 +262,7 @@ def write_json_atomic(location: str, obj: Any) -> None:
     write_bytes_atomic(location, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode("utf-8"))
 
 
+@_on_store("removing it")
 def remove_tree(location: str) -> None:
     fs, path = resolve(location)
     info = fs.get_file_info(path)
