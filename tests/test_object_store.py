@@ -137,3 +137,49 @@ def test_a_store_down_through_every_retry_is_named_with_the_tries(store, monkeyp
     finally:
         store.start()
     assert capsys.readouterr().err.count("the store did not answer") == 1
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_resumes_predicts_and_exports_with_data_and_run_directory_on_the_bucket(store, tmp_path):
+    """The smoke pipeline as a user starts it (a dry run), its shards and run directory in the
+    bucket: every stage there, a rerun reuses every stage from the bucket, and predict and
+    export read the run from it."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("RAY_ADDRESS", None)
+    data, run = f"s3://{BUCKET}/pipeline/shards", f"s3://{BUCKET}/pipeline/runs/smoke"
+
+    def paw_ray(*argv: str) -> subprocess.CompletedProcess:
+        out = subprocess.run([sys.executable, "-m", "paw_ray", *argv], capture_output=True, text=True, cwd=root,
+                             env=env, timeout=1500)
+        assert out.returncode == 0, (argv, out.stdout[-2000:], out.stderr[-3000:])
+        return out
+
+    paw_ray("synth", "--n", "1600", "--size", "48", "--out", data)
+    train = ["train", "--preset", "smoke", "--data", data, "--run-dir", run, "--set", "max_steps=1",
+             "--set", "ray.num_cpus=2"]
+    first = paw_ray(*train)
+    manifest = storage.read_json(f"{run}/manifest.json")
+    stages = ["frl", "localize", "hint", "whole", "parts", "fusion", "finetune", "evaluate"]
+    assert [manifest["stages"][s]["status"] for s in stages] == ["complete"] * len(stages), first.stdout[-2000:]
+    assert storage.is_file(f"{run}/results.json") and storage.find_files(f"{run}/tensorboard", ("",))
+    again = paw_ray(*train)
+    for stage in stages:
+        assert f"[{stage}] complete for this config: reused" in again.stdout, (stage, again.stdout[-2000:])
+
+    info = shards.read_info(data)
+    table = pq.read_table(storage.join(data, info.files["test"][0]).removeprefix("s3://"),
+                          filesystem=storage.resolve(data)[0])
+    photo = tmp_path / "face.png"
+    photo.write_bytes(table.column("image")[0].as_py())
+    predicted = paw_ray("predict", "--run-dir", run, str(photo), "--detect", "none")
+    [row] = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert set(row["probabilities"]) and row["input"] == str(photo)
+    paw_ray("export", "--run-dir", run, "--format", "torchscript", "--out", str(tmp_path / "export"))
+    assert (tmp_path / "export" / "model.json").exists()
