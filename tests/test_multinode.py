@@ -209,6 +209,15 @@ def test_tune_reuses_the_stages_before_the_tuned_one(tuned):
         assert f"[{stage}] complete for this config: reused" in tuned.logs
 
 
+def test_tune_prints_a_line_per_trial_epoch_and_per_finished_trial(tuned):
+    epochs = [line for line in tuned.logs if line.startswith("[tune] trial ") and " epoch " in line]
+    assert len(epochs) >= 3 and all(" · val mean acc " in line and "lr=" in line for line in epochs), epochs
+    assert all(line.split(" epoch ")[1].split(" ")[0].split("/")[1] == str(tuned.summary["max_epochs"])
+               for line in epochs)
+    finished = [line for line in tuned.logs if " trials finished · " in line]
+    assert [line.split(" ")[1] for line in finished] == ["1/3", "2/3", "3/3"], finished
+
+
 def test_tune_logs_each_trial_to_mlflow_with_its_values_and_epochs(tuned):
     from mlflow.tracking import MlflowClient
 

@@ -51,6 +51,7 @@ from paw_ray import storage
 from paw_ray.errors import PawRayError, root_message
 from paw_ray.train.events import absolute_tracking_uri, experiment_name, mlflow_experiment
 from paw_ray.train.manifest import stage_fingerprint
+from paw_ray.train.progress import clock
 from paw_ray.train.resources import how_many_fit
 from paw_ray.train.run import run_ray_train_stage, train
 from paw_ray.train.stage_table import STAGES, TRAIN_STAGES, stage_inputs
@@ -260,6 +261,38 @@ def _trial_record(result, space: dict[str, Any], cfg: C.Config, stage: str) -> d
     }
 
 
+def _trial_lines(log: Callable[[str], None], space: dict[str, Any], max_epochs: int, num_samples: int):
+    """A Tune callback that prints a line per trial epoch and per finished trial on the
+    driver, the way a stage prints its epochs."""
+    from ray import tune
+
+    class TrialLines(tune.Callback):
+        def __init__(self):
+            self.t0, self.done = time.time(), 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            values = ", ".join(f"{k}={trial.config.get(k):.4g}" if isinstance(trial.config.get(k), float)
+                               else f"{k}={trial.config.get(k)}" for k in space)
+            words = [f"[tune] trial {trial.trial_id} ({values}) epoch {result.get('training_iteration')}/{max_epochs}"]
+            if result.get(METRIC) is not None:
+                words.append(f"val mean acc {100 * result[METRIC]:.2f}%")
+            words.append(f"{clock(time.time() - self.t0)} elapsed")
+            log(" · ".join(words))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finished(trial, "done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finished(trial, "failed")
+
+        def _finished(self, trial, how: str) -> None:
+            self.done += 1
+            log(f"[tune] {self.done}/{num_samples} trials finished · trial {trial.trial_id} {how} · "
+                f"{clock(time.time() - self.t0)} elapsed")
+
+    return TrialLines()
+
+
 def _mlflow_callbacks(cfg: C.Config, run_dir: str, stage: str, search: str) -> list:
     """With ``tracking.mlflow``: Ray's MLflow logger, one MLflow run per trial (its values as
     params, its epochs as steps) in the experiment ``<run name>/tune/<stage>``."""
@@ -319,7 +352,8 @@ def run_tune(cfg: C.Config, run_dir: str, stage: str, num_samples: int = 4, sche
                                                                      random_state=cfg.seed)),
         run_config=tune.RunConfig(storage_path=stage_dir, name=search, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0),
-                                  callbacks=_mlflow_callbacks(cfg, run_dir, stage, search)),
+                                  callbacks=[_trial_lines(log, space, max_t, num_samples),
+                                             *_mlflow_callbacks(cfg, run_dir, stage, search)]),
     )
     t0 = time.time()
     grid = tuner.fit()
