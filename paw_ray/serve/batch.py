@@ -187,9 +187,6 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
 
     Actors as ``_actor_pool``. Needs a connected Ray (``paw_ray.train.cluster.ensure_ray``).
     """
-    import ray
-    import ray.data
-
     run = open_run(run_dir)
     cascade_cfg = run.cfg
     data_dir = data_dir or run.data_dir(log)
@@ -213,17 +210,9 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
     streams = [image_stream(data_dir, s, RowDecoder(cascade_cfg.data.image_size), op_cpus=op_cpus)
                for s in splits]
     ds = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
-    ds = ds.map_batches(
-        CascadePredictor,
-        fn_constructor_kwargs={"run_dir": run_dir, "stored_size": info.image_size,
-                               "cpus": ACTOR_CPUS, "decision_rule": decision_rule},
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
-        num_cpus=ACTOR_CPUS,
-        num_gpus=gpus_per_actor,
-        batch_size=batch_size,
-        batch_format="numpy",
-    )
-    ds.write_parquet(out, mode=ray.data.SaveMode.OVERWRITE if overwrite else ray.data.SaveMode.APPEND)
+    _write_predictions(ds, CascadePredictor, {"run_dir": run_dir, "stored_size": info.image_size, "cpus": ACTOR_CPUS,
+                                              "decision_rule": decision_rule},
+                       out, num_actors, gpus_per_actor, batch_size, overwrite)
     seconds = time.time() - t0
     rows, failed, files = _count_rows(out)
     expected = sum(info.num_rows.get(s, 0) for s in splits)
@@ -231,6 +220,17 @@ def predict_shards(run_dir: str, data_dir: str | None, out: str, *, split: str =
             "splits": splits, "seconds": round(seconds, 2), "images_per_s": round(rows / max(seconds, 1e-9), 1),
             "decision_rule": rule.rule, "actors": num_actors, "gpus_per_actor": gpus_per_actor, "op_cpus": op_cpus,
             "device": "GPU" if gpus_per_actor > 0 else "CPU"}
+
+
+def _write_predictions(ds, predictor, kwargs: dict, out: str, num_actors: int, gpus_per_actor: float,
+                       batch_size: int, overwrite: bool) -> None:
+    """``ds`` through a pool of ``num_actors`` ``predictor(**kwargs)`` model actors, written
+    as Parquet under ``out``."""
+    import ray.data
+
+    ds = ds.map_batches(predictor, fn_constructor_kwargs=kwargs, compute=ray.data.ActorPoolStrategy(size=num_actors),
+                        num_cpus=ACTOR_CPUS, num_gpus=gpus_per_actor, batch_size=batch_size, batch_format="numpy")
+    ds.write_parquet(out, mode=ray.data.SaveMode.OVERWRITE if overwrite else ray.data.SaveMode.APPEND)
 
 
 def _photo_files(inputs: list[str]) -> list[str]:
@@ -270,17 +270,10 @@ def predict_photos(run_dir: str, inputs: list[str], out: str, *, num_actors: int
     detection = detection or FaceDetection()
     t0 = time.time()
     ds = ray.data.read_binary_files(files, include_paths=True)
-    ds = ds.map_batches(
-        PhotoPredictor,
-        fn_constructor_kwargs={"run_dir": run_dir, "cpus": ACTOR_CPUS, "decision_rule": decision_rule,
-                               "detect": detect, "detection": dataclasses.asdict(detection), "face_margin": face_margin},
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
-        num_cpus=ACTOR_CPUS,
-        num_gpus=gpus_per_actor,
-        batch_size=batch_size,
-        batch_format="numpy",
-    )
-    ds.write_parquet(out, mode=ray.data.SaveMode.OVERWRITE if overwrite else ray.data.SaveMode.APPEND)
+    _write_predictions(ds, PhotoPredictor, {"run_dir": run_dir, "cpus": ACTOR_CPUS, "decision_rule": decision_rule,
+                                            "detect": detect, "detection": dataclasses.asdict(detection),
+                                            "face_margin": face_margin},
+                       out, num_actors, gpus_per_actor, batch_size, overwrite)
     seconds = time.time() - t0
     fs, path = storage.resolve(out)
     table = pq.read_table(path, columns=["input", "ok", "error"], filesystem=fs)
