@@ -51,7 +51,7 @@ class ShardChange:
 
 
 def changed_shards(data_dir: str, info: shards.DatasetInfo, mode: str = "auto") -> list[ShardChange]:
-    """The shards whose size (always) or SHA-256 (``mode``, see ``VERIFY_MODES``) differ
+    """The shards whose size (always) or SHA-256 (``mode``, one of ``config.DATA_VERIFY``) differ
     from ``info.content``; shards without a record are not checked."""
     if mode not in DATA_VERIFY:
         raise ValueError(f"verify mode {mode!r}: one of {DATA_VERIFY}")
@@ -77,16 +77,16 @@ def _record(data_dir: str, info: shards.DatasetInfo) -> shards.DatasetInfo:
 
 
 def verify_shards(data_dir: str, info: shards.DatasetInfo, mode: str = "auto", on_change: str = "stop",
-           log: Callable[[str], None] = print) -> shards.DatasetInfo:
+                  log: Callable[[str], None] = print) -> shards.DatasetInfo:
     """Check the shards against ``dataset.json`` (``changed_shards``); return the data set's
     info as the run will use it. A change stops with a ``ShardError`` naming each changed
     shard, unless ``on_change`` is "accept": then the shards' content now is recorded (and
     a data set without a record gets one), and the new identity reruns the stages."""
     if on_change not in DATA_ON_CHANGE:
         raise ValueError(f"on_change {on_change!r}: one of {DATA_ON_CHANGE}")
-    listed = sum(len(info.files.get(split, [])) for split in shards.SPLITS)
     if not info.content:
         if on_change == "accept":
+            listed = sum(len(info.files.get(split, [])) for split in shards.SPLITS)
             log(f"recorded the size and SHA-256 of {listed} shard(s) in {data_dir}, which had none; every stage "
                 "that reads the data runs again")
             return _record(data_dir, info)
