@@ -15,15 +15,15 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 
 def start_local_ray():
-    """A fresh single-node Ray on this machine (address="local": never joins a cluster that
-    another test or user started with ``ray start``), set up as ``ensure_ray`` sets up the
-    one ``paw-ray train`` starts; the dashboard serves Ray's state API."""
+    """A fresh single-node Ray on this machine, started as ``paw-ray train`` starts its own
+    (``ensure_ray``: never joins a cluster that another test or user started with ``ray
+    start``; the dashboard serves Ray's state API)."""
     import ray
 
-    from paw_ray.train.cluster import LOCAL_SYSTEM_CONFIG
+    from paw_ray.config import RayConfig
+    from paw_ray.train.cluster import ensure_ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-             configure_logging=False, log_to_driver=False, _system_config=LOCAL_SYSTEM_CONFIG)
+    ensure_ray(RayConfig(address="local", num_cpus=2))
     return ray
 
 

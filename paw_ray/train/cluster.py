@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from paw_ray.config import Config, RayConfig
 from paw_ray.errors import PawRayError
 from paw_ray.train.stage_table import TRAIN_STAGES
 
-__all__ = ["ensure_ray", "check_placement_fits", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["ensure_ray", "check_placement_fits", "cluster_address_env", "LOCAL_SYSTEM_CONFIG"]
 
 # Ray keeps as many idle worker processes as the node has CPUs and kills the rest after 1 s
 # idle. Ray Data's short tasks and the part tasks (less than a CPU each) run in more
@@ -38,13 +39,19 @@ def ensure_ray(rcfg: RayConfig) -> bool:
         return False
     address = rcfg.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs = {}
+    dashboard_port = None
     if address == "local":
         # The dashboard serves Ray's state API, which Ray Train V2's PlacementGroupCleaner
         # polls to free the worker group of a controller that died (e.g. a Tune trial
         # stopped early): without it those CPUs stay reserved and later trials wait forever.
-        # Bound to 127.0.0.1; another free port is taken if the default one is in use.
+        # Bound to 127.0.0.1, on a port chosen here so that its address is known at start.
+        dashboard_port = _free_local_port()
         kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True,
-                  "dashboard_host": "127.0.0.1", "_system_config": LOCAL_SYSTEM_CONFIG}
+                  "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+                  "_system_config": LOCAL_SYSTEM_CONFIG}
+    env_vars = cluster_address_env(address, dashboard_port)
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": env_vars}
     quiet = not rcfg.verbose
     # Ray 2.60 says at every local start that token authentication is on (or off, when no
     # token exists); the token itself is the user's setting, the line is noise to a trainer
@@ -54,6 +61,32 @@ def ensure_ray(rcfg: RayConfig) -> bool:
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
     logging.getLogger("ray.data").setLevel(logging.ERROR if quiet else logging.INFO)
     return address == "local"
+
+
+def cluster_address_env(address: str, dashboard_port: int | None = None) -> dict[str, str]:
+    """The environment that names this command's cluster to every task and actor it starts.
+
+    Ray Train's controller and its placement-group cleaner query Ray's state API without an
+    address. With none in their environment, Ray looks for running clusters on the host and,
+    when it finds several (a ``ray start`` cluster beside a local Ray), warns "Found multiple
+    active Ray instances" and picks the latest one: perhaps the other cluster, where the
+    controller does not exist, so the cleaner would take a live run for dead. Naming the
+    cluster in the job's environment removes the guess: the dashboard of a local Ray this
+    command starts (``RAY_API_SERVER_ADDRESS``), or the ``host:port`` it joins
+    (``RAY_ADDRESS``). ``auto`` and Ray Client (``ray://``) addresses are left to Ray.
+    """
+    if address == "local":
+        return {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"} if dashboard_port else {}
+    if address == "auto" or "://" in address:
+        return {}
+    return {"RAY_ADDRESS": address}
+
+
+def _free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def check_placement_fits(cfg: Config) -> None:
