@@ -17,18 +17,12 @@ import yaml
 from paw_ray import config as C
 from paw_ray.train.manifest import stage_fingerprints
 from paw_ray.train.tune import TuneError, check_space, default_space, max_concurrent_trials, upstream_stages
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load(name: str):
-    with open(os.path.join(ROOT, name), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+from repo_files import ROOT, load_yaml
 
 
 @pytest.fixture(scope="module")
 def cluster_cfg():
-    return _load("cluster.yaml")
+    return load_yaml("cluster.yaml")
 
 
 def test_cluster_yaml_validates_against_rays_schema(cluster_cfg):
@@ -78,7 +72,7 @@ def test_runtime_env_installs_the_pinned_dependencies():
 
     from ray.runtime_env import RuntimeEnv
 
-    env = _load("jobs/runtime_env.yaml")
+    env = load_yaml("jobs/runtime_env.yaml")
     RuntimeEnv(**env)  # Ray's own validation of the fields
     packages = env["pip"]["packages"]
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
