@@ -191,6 +191,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from paw_ray.attributes import attribute_index
     from paw_ray.train.trained_run import open_run
+    from paw_ray.serve.model_folder import open_model_folder
     from paw_ray.serve.predict import Predictor, parse_box, read_boxes_csv, write_csv, write_explanation, write_jsonl
 
     box = parse_box(args.box) if args.box else None
@@ -200,7 +201,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except KeyError as e:
         raise PawRayError(f"--explain-attributes: {e.args[0]}") from None
     fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "jsonl")
-    run = open_run(args.run_dir)
+    run = open_model_folder(args.model) if args.model else open_run(args.run_dir)
     predictor = Predictor(run, box, boxes, split=args.split, batch_size=args.batch_size,
                           explain=bool(args.explain), decision_rule=args.decision_rule, detect=args.detect,
                           detection=detection_from_args(args), face_margin=args.face_margin)
@@ -249,9 +250,13 @@ def add_detection_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from paw_ray.serve.export import export_cascade
+    from paw_ray.serve.model_folder import export_folder
 
-    print(json.dumps(export_cascade(args.run_dir, args.format, args.out, decision_rule=args.decision_rule,
-                                    log=_stderr), indent=1))
+    if args.format == "folder":
+        written = export_folder(args.run_dir, args.out, decision_rule=args.decision_rule, log=_stderr)
+    else:
+        written = export_cascade(args.run_dir, args.format, args.out, decision_rule=args.decision_rule, log=_stderr)
+    print(json.dumps(written, indent=1))
     return 0
 
 
@@ -271,7 +276,9 @@ def _add_output_parsers(sub) -> None:
                                    "photo is the face). Exit status 1 if any input could not be read or held "
                                    "no face.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or shard folder")
-    p.add_argument("--run-dir", required=True, metavar="DIR", help="a finished run directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", metavar="DIR", help="a finished run directory")
+    source.add_argument("--model", metavar="DIR", help="a model folder (paw-ray export --format folder)")
     p.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
     p.add_argument("--format", choices=["jsonl", "csv"],
                    help="output format (default: csv for a .csv --out, else jsonl)")
@@ -296,13 +303,15 @@ def _add_output_parsers(sub) -> None:
                         "validation split (default); fixed: probability > 0.5")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("export", help="export the whole cascade as one TorchScript or ONNX model",
-                       description="Write the cascade (FRL localisation, crops, PaW) as one model taking uint8 "
-                                   "(B, 3, S, S) face images and returning probabilities and part boxes, "
-                                   "verified against the PyTorch model, with model.json and MODEL_CARD.md.")
+    p = sub.add_parser("export", help="export the cascade as one TorchScript or ONNX model, or a model folder",
+                       description="torchscript, onnx: the cascade (FRL localisation, crops, PaW) as one model on "
+                                   "uint8 (B, 3, S, S) faces giving probabilities and part boxes, checked against "
+                                   "PyTorch, with model.json and MODEL_CARD.md. folder: model.safetensors, "
+                                   "config.json and README.md, which `paw-ray predict --model` loads alone.")
     p.add_argument("--run-dir", required=True, metavar="DIR", help="a finished run directory")
-    p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
-    p.add_argument("--out", metavar="DIR", help="output folder (default: <run-dir>/export)")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "folder"])
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: <run-dir>/export, for folder <run-dir>/export/model)")
     p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
                    help="fitted: the temperature and threshold per attribute that evaluate fitted on the "
                         "validation split (default); fixed: probability > 0.5")

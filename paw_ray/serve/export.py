@@ -14,13 +14,16 @@ which detector ``paw-ray predict`` finds faces with, so a consumer can cut them 
 
 Formats: ``torchscript`` (``torch.jit.trace``, ``paw_cascade.torchscript.pt``) and ``onnx``
 (``paw_cascade.onnx``, opset 17, PyTorch's TorchScript-based exporter: the newer
-torch.export-based one needs ``onnxscript``, which this project does not depend on).
+torch.export-based one needs ``onnxscript``, which this project does not depend on). The
+third, ``folder`` (weights and config, no graph), is ``paw_ray.serve.model_folder``; it
+shares ``model_contract`` and ``compare_outputs`` with these two.
 
 Trust model: a TorchScript file is a *program* — ``torch.jit.load`` runs what is in it;
 load only files you made or trust. An ONNX file is a graph run by onnxruntime's own
 operators. paw_ray itself never loads an exported file to serve: ``predict`` and
 ``jobs/predict.py`` rebuild the networks from the run's weights with ``weights_only``
-loading; only ``verify_export`` loads the file just written here, to check it.
+loading (or from a model folder's safetensors); only ``verify_export`` loads the file just
+written here, to check it.
 
 Every export is verified: the exported model and the PyTorch cascade run on the same
 test faces and must agree (``PARITY_ATOL`` on probabilities, identical boxes); the
@@ -47,8 +50,8 @@ from paw_ray.eval.report import sample_faces
 from paw_ray.train.trained_run import fell_back, open_run
 from paw_ray.serve.model_card import model_card, parameter_counts
 
-__all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "run_exported", "deployable_cascade",
-           "write_model"]
+__all__ = ["FORMATS", "PARITY_ATOL", "export_cascade", "verify_export", "compare_outputs", "run_exported",
+           "deployable_cascade", "write_model", "model_contract", "random_faces"]
 
 FORMATS = {"torchscript": "paw_cascade.torchscript.pt", "onnx": "paw_cascade.onnx"}
 PARITY_ATOL = 1e-5
@@ -65,10 +68,16 @@ def deployable_cascade(run, rule=None):
     return cascade.eval()
 
 
+def random_faces(image_size: int, n: int) -> torch.Tensor:
+    """``n`` uint8 ``(3, S, S)`` images of random pixels, the same on every call: an example
+    input that needs no data set."""
+    return torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
+
+
 def write_model(cascade, fmt: str, path: str) -> None:
     """Write ``cascade`` (the deployable one-pass module) to ``path`` as ``fmt``."""
-    example = torch.randint(0, 256, (2, 3, cascade.image_size, cascade.image_size), dtype=torch.uint8,
-                            generator=torch.Generator().manual_seed(0))
+    example = random_faces(cascade.image_size, 2)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python ints; shapes are checked by verify_export
         if fmt == "torchscript":
@@ -99,16 +108,23 @@ def run_exported(path: str, fmt: str, images: np.ndarray) -> tuple[np.ndarray, n
 
 def verify_export(cascade, path: str, fmt: str, images: np.ndarray) -> dict:
     """Exported vs PyTorch outputs on the same images; raises if they disagree."""
+    return compare_outputs(cascade, images, *run_exported(path, fmt, images), path, PARITY_ATOL)
+
+
+def compare_outputs(cascade, images: np.ndarray, probs: np.ndarray, boxes: np.ndarray, where: str,
+                    tolerance: float) -> dict:
+    """An exported model's ``probs`` and ``boxes`` on ``images`` against ``cascade``'s: the
+    parity record, or a ``PawRayError`` naming ``where`` when they differ by more than
+    ``tolerance`` or a box differs."""
     with torch.no_grad():
         ref_probs, ref_boxes = (t.numpy() for t in cascade(torch.from_numpy(images)))
-    probs, boxes = run_exported(path, fmt, images)
     diff = float(np.abs(probs - ref_probs).max())
     same_boxes = bool(np.array_equal(boxes, ref_boxes))
-    if diff > PARITY_ATOL or not same_boxes:
-        raise PawRayError(f"{path}: the exported model disagrees with the PyTorch cascade "
+    if diff > tolerance or not same_boxes:
+        raise PawRayError(f"{where}: the exported model disagrees with the PyTorch cascade "
                           f"(max |dp| {diff:.2e}, boxes identical: {same_boxes})")
     return {"images": int(len(images)), "max_abs_probability_diff": diff, "boxes_identical": same_boxes,
-            "tolerance": PARITY_ATOL}
+            "tolerance": tolerance}
 
 
 def _sha256(location: str) -> str:
@@ -121,6 +137,34 @@ def _face_box_contract(run) -> dict:
     source, margin = run.face_cut()
     return {"rule": "paw_ray.data.facebox.face_square (docs/data-format.md, Face boxes)",
             "training_faces": source, "margin": margin, "detection": FaceDetection().to_json()}
+
+
+def model_contract(run, rule, cascade) -> dict:
+    """What a consumer needs beside the weights, for ``model.json`` and a model folder's
+    ``config.json``: the input and outputs, the attribute order, the decision rule (exact,
+    so that its decisions are ``predict``'s), the face-box rule and where the model comes from."""
+    s = cascade.image_size
+    return {
+        "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 3, s, s], "channels": "RGB",
+                  "content": "a face box cut, squared and resized to the input size (paw_ray.data.facebox); "
+                             "ImageNet mean/std normalisation is done inside the model"},
+        "outputs": {"probabilities": {"dtype": "float32", "shape": ["batch", 40],
+                                      "meaning": "sigmoid of the PaW scores over decision.temperature; "
+                                                 "attribute j is present when probability > "
+                                                 "decision.thresholds[j]"},
+                    "boxes": {"dtype": "int64", "shape": ["batch", 40, 4],
+                              "meaning": "x, y, w, h of each attribute's part window in input pixels"}},
+        "attributes": list(ATTRIBUTES),
+        "decision": {"rule": rule.rule, "temperature": [float(t) for t in rule.temperature],
+                     "thresholds": [float(t) for t in rule.thresholds]},
+        "face_box": _face_box_contract(run),
+        "parts_source": run.cfg.parts.source,
+        "part_size": cascade.part_size,
+        "parameters": parameter_counts(cascade),
+        "run_dir": run.run_dir,
+        "preset": run.preset,
+        "data": run.data_label,
+    }
 
 
 def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None, decision_rule: str = "fitted",
@@ -144,33 +188,9 @@ def export_cascade(run_dir: str, fmt: str, out_dir: str | None = None, decision_
         parity = verify_export(cascade, path, fmt, sample["image"][:8])
         with open(path, "rb") as f:
             storage.write_bytes_atomic(location, f.read())
-    s = cascade.image_size
-    contract = {
-        "format": fmt,
-        "file": FORMATS[fmt],
-        "sha256": _sha256(location),
-        "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 3, s, s], "channels": "RGB",
-                  "content": "a face box cut, squared and resized to the input size (paw_ray.data.facebox); "
-                             "ImageNet mean/std normalisation is done inside the model"},
-        "outputs": {"probabilities": {"dtype": "float32", "shape": ["batch", 40],
-                                      "meaning": "sigmoid of the PaW scores over decision.temperature; "
-                                                 "attribute j is present when probability > "
-                                                 "decision.thresholds[j]"},
-                    "boxes": {"dtype": "int64", "shape": ["batch", 40, 4],
-                              "meaning": "x, y, w, h of each attribute's part window in input pixels"}},
-        "attributes": list(ATTRIBUTES),
-        "decision": {"rule": rule.rule, "temperature": [round(float(t), 5) for t in rule.temperature],
-                     "thresholds": [round(float(t), 5) for t in rule.thresholds]},
-        "face_box": _face_box_contract(run),
-        "parts_source": run.cfg.parts.source,
-        "part_size": cascade.part_size,
-        "parameters": parameter_counts(cascade),
-        "parity": parity,
-        "run_dir": run_dir,
-        "preset": run.preset,
-        "data": run.data_label,
-        "onnx_opset": ONNX_OPSET if fmt == "onnx" else None,
-    }
+    contract = {"format": fmt, "file": FORMATS[fmt], "sha256": _sha256(location),
+                **model_contract(run, rule, cascade), "parity": parity,
+                "onnx_opset": ONNX_OPSET if fmt == "onnx" else None}
     storage.write_json_atomic(storage.join(out_dir, "model.json"), contract)
     card = storage.join(out_dir, "MODEL_CARD.md")
     storage.write_bytes_atomic(card, model_card(run, contract).encode("utf-8"))

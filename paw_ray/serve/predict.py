@@ -175,6 +175,10 @@ def open_image(source: str, data: bytes | None = None) -> Image.Image:
 class Predictor:
     """Runs a trained cascade over inputs; collects ``errors`` and ``notes`` for the user.
 
+    ``run`` is where the cascade comes from: a run directory (``TrainedRun``, ``open_run``)
+    or a model folder (``ModelFolder``, ``open_model_folder``); either gives the decision
+    rule, the cascade and how the training faces were cut.
+
     ``detect`` (``DETECT_MODES``) and ``detection`` say how faces are found in a photo with no
     box; ``face_margin`` is the face-box rule's margin for a detected box (default: the
     margin the run's training faces were cut with, ``TrainedRun.face_cut``); ``device`` is where
@@ -209,8 +213,9 @@ class Predictor:
 
     @property
     def notes(self) -> list[str]:
-        notes = ["the run holds no fitted decision rule (evaluated without validation rows, or by an "
-                 "older paw_ray): decisions are probability > 0.5"] if self.rule_fallback else []
+        notes = ["the model holds no fitted decision rule (its run was evaluated without validation rows or by an "
+                 "older paw_ray, or exported with --decision-rule fixed): decisions are probability > 0.5"
+                 ] if self.rule_fallback else []
         if self.detected and self.trained_cut != "detector":
             how = {"synthfaces": "are whole SynthFaces frames", "annotations": "were cut from annotated boxes",
                    "unknown": "were cut in a way its data folder no longer records"}[self.trained_cut]
