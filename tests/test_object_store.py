@@ -1,63 +1,30 @@
 """paw_ray.storage on a real S3-compatible server: moto's standalone server on 127.0.0.1,
 reached the way a user reaches MinIO or Ceph (``AWS_ENDPOINT_URL``). Round trips, one
 filesystem per bucket, a missing bucket named, a store that stops answering and comes back,
-and a data set on the bucket whose shard is changed in place."""
+and a data set on the bucket whose shard is changed in place. The whole pipeline on the
+bucket (train, a crashed driver resumed, predict, export) is ``test_crash_recovery``'s run."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 
-import boto3
 import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 
 from paw_ray import storage
 from paw_ray.data import shards
 from paw_ray.data.identity import changed_shards, verify_shards
 from paw_ray.data.synthfaces import synthesize
 
-from ray_cluster import free_port
-
-BUCKET = "paw-ray-test"
-
-
-class Store:
-    """A moto server that can be stopped and started again on the same port."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
+from s3_store import BUCKET, running_store
 
 
 @pytest.fixture(scope="module")
 def store():
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")}
-    s = Store()
-    s.start()
-    os.environ.update(AWS_ENDPOINT_URL=s.endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-    boto3.client("s3", endpoint_url=s.endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    try:
+    with running_store() as s:
         yield s
-    finally:
-        s.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_files_round_trip_through_the_bucket(store):
@@ -78,7 +45,7 @@ def test_files_round_trip_through_the_bucket(store):
 
 def test_one_filesystem_per_bucket_with_the_paths_pyarrow_gives(store):
     other = "paw-ray-other"
-    boto3.client("s3", endpoint_url=store.endpoint, region_name="us-east-1").create_bucket(Bucket=other)
+    store.create_bucket(other)
     fs_a, _ = storage.resolve(f"s3://{BUCKET}/x")
     fs_b, _ = storage.resolve(f"s3://{other}/x")
     for uri in (f"s3://{BUCKET}", f"s3://{BUCKET}/runs/demo", f"s3://{BUCKET}/runs/demo/"):
@@ -137,49 +104,3 @@ def test_a_store_down_through_every_retry_is_named_with_the_tries(store, monkeyp
     finally:
         store.start()
     assert capsys.readouterr().err.count("the store did not answer") == 1
-
-
-@pytest.mark.slow
-def test_the_pipeline_runs_resumes_predicts_and_exports_with_data_and_run_directory_on_the_bucket(store, tmp_path):
-    """The smoke pipeline as a user starts it (a dry run), its shards and run directory in the
-    bucket: every stage there, a rerun reuses every stage from the bucket, and predict and
-    export read the run from it."""
-    import json
-    import subprocess
-    import sys
-
-    import pyarrow.parquet as pq
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("RAY_ADDRESS", None)
-    data, run = f"s3://{BUCKET}/pipeline/shards", f"s3://{BUCKET}/pipeline/runs/smoke"
-
-    def paw_ray(*argv: str) -> subprocess.CompletedProcess:
-        out = subprocess.run([sys.executable, "-m", "paw_ray", *argv], capture_output=True, text=True, cwd=root,
-                             env=env, timeout=1500)
-        assert out.returncode == 0, (argv, out.stdout[-2000:], out.stderr[-3000:])
-        return out
-
-    paw_ray("synth", "--n", "1600", "--size", "48", "--out", data)
-    train = ["train", "--preset", "smoke", "--data", data, "--run-dir", run, "--set", "max_steps=1",
-             "--set", "ray.num_cpus=2"]
-    first = paw_ray(*train)
-    manifest = storage.read_json(f"{run}/manifest.json")
-    stages = ["frl", "localize", "hint", "whole", "parts", "fusion", "finetune", "evaluate"]
-    assert [manifest["stages"][s]["status"] for s in stages] == ["complete"] * len(stages), first.stdout[-2000:]
-    assert storage.is_file(f"{run}/results.json") and storage.find_files(f"{run}/tensorboard", ("",))
-    again = paw_ray(*train)
-    for stage in stages:
-        assert f"[{stage}] complete for this config: reused" in again.stdout, (stage, again.stdout[-2000:])
-
-    info = shards.read_info(data)
-    table = pq.read_table(storage.join(data, info.files["test"][0]).removeprefix("s3://"),
-                          filesystem=storage.resolve(data)[0])
-    photo = tmp_path / "face.png"
-    photo.write_bytes(table.column("image")[0].as_py())
-    predicted = paw_ray("predict", "--run-dir", run, str(photo), "--detect", "none")
-    [row] = [json.loads(line) for line in predicted.stdout.splitlines()]
-    assert set(row["probabilities"]) and row["input"] == str(photo)
-    paw_ray("export", "--run-dir", run, "--format", "torchscript", "--out", str(tmp_path / "export"))
-    assert (tmp_path / "export" / "model.json").exists()
