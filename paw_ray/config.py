@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,11 +127,19 @@ class StageConfig:
     # validate and checkpoint every k epochs, and always after the last (the weights do not
     # depend on it; a crash loses at most k - 1 epochs)
     val_every: int = _resource(1)
-    num_workers: int = _resource(1)  # Ray Train workers (DDP)
+    num_workers: int = _resource(1)  # Ray Train workers (DDP); with min_workers, the most
+    # elastic (Ray Train's num_workers=(min, max)): start with what the cluster has down to
+    # min_workers, go on with fewer when a node is lost, grow back when one returns; 0 = fixed
+    min_workers: int = _resource(0)
     use_gpu: bool = _resource(False)
     cpus_per_worker: float = _resource(1.0)
     max_failures: int = _resource(2)  # Ray Train FailureConfig
     placement: str = _resource("PACK")  # Ray Train placement of the workers: PACK | SPREAD (one per node)
+
+    def worker_counts(self) -> range:
+        """Every worker count the stage may train with: ``num_workers`` alone, or the elastic
+        range ``min_workers..num_workers``."""
+        return range(self.min_workers or self.num_workers, self.num_workers + 1)
 
 
 @dataclass
@@ -194,6 +203,7 @@ class RayConfig:
     address: str = _resource("")  # "" = start a local Ray; "auto" or host:port = join
     num_cpus: int = _resource(0)  # local Ray only; 0 = all cores
     verbose: bool = _resource(False)  # True (--verbose): Ray's own log lines reach this terminal too
+    elastic_resize_s: float = _resource(60.0)  # how often an elastic stage looks for room to grow
 
 
 @dataclass
@@ -418,6 +428,26 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
     return cfg
 
 
+
+def _batch_over_workers(name: str, s: StageConfig) -> list[str]:
+    """``batch_size`` is the global batch: each of W workers takes ``batch_size / W`` a step.
+    It must divide over every count the stage may train with, or a resized stage would train
+    a smaller batch than configured."""
+    counts = s.worker_counts()
+    bad = [w for w in counts if s.batch_size % w]
+    if not bad:
+        return []
+    if len(counts) == 1:
+        each = s.batch_size // s.num_workers
+        return [f"{name}.batch_size: {s.batch_size} does not divide over {name}.num_workers={s.num_workers} "
+                f"(each worker would take {each}, {each * s.num_workers} a step in all); choose a multiple "
+                f"of {s.num_workers}"]
+    every = math.lcm(*counts)
+    return [f"{name}.batch_size: {s.batch_size} does not divide over {', '.join(map(str, bad))} worker(s), "
+            f"which the elastic range {name}.min_workers..num_workers = {counts[0]}..{counts[-1]} allows (the "
+            f"global batch stays the same at every size); choose a multiple of {every} or a narrower range"]
+
+
 def validate(cfg: Config) -> None:
     """Values that type-check but make no sense: a clear error naming the key."""
     problems = []
@@ -467,11 +497,11 @@ def validate(cfg: Config) -> None:
             problems.append(f"{name}.batch_size: must be >= 1, got {s.batch_size}")
         if s.num_workers < 1:
             problems.append(f"{name}.num_workers: must be >= 1")
-        elif s.batch_size >= 1 and s.batch_size % s.num_workers:
-            each = s.batch_size // s.num_workers
-            problems.append(f"{name}.batch_size: {s.batch_size} does not divide over {name}.num_workers="
-                            f"{s.num_workers} (each worker would take {each}, {each * s.num_workers} a step in "
-                            f"all); choose a multiple of {s.num_workers}")
+        elif not 0 <= s.min_workers <= s.num_workers:
+            problems.append(f"{name}.min_workers: must be between 0 (a fixed worker count) and "
+                            f"{name}.num_workers={s.num_workers}, got {s.min_workers}")
+        elif s.batch_size >= 1:
+            problems += _batch_over_workers(name, s)
         if s.cpus_per_worker <= 0:
             problems.append(f"{name}.cpus_per_worker: must be > 0")
         if s.max_failures < 0:

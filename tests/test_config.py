@@ -40,10 +40,33 @@ def test_set_overrides_parse_types():
     ("frl", "expected section.key=value"),
     ("frl.batch_size=65", r"frl.batch_size: 65 does not divide over frl.num_workers=2 \(each worker would take 32, "
                           r"64 a step in all\); choose a multiple of 2"),
+    ("frl.min_workers=3", "frl.min_workers: must be between 0 \\(a fixed worker count\\) and frl.num_workers=2, got 3"),
 ])
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(C.ConfigError, match=message):
         C.apply_overrides(C.preset("smoke"), [item])
+
+
+def test_an_elastic_range_keeps_the_global_batch_at_every_worker_count():
+    """A stage elastic over 2..4 workers may train with 3: 128 would train at 126 there."""
+    cfg = C.preset("smoke")
+    for key in ("frl.num_workers=4", "frl.min_workers=2"):
+        cfg = C.apply_overrides(cfg, [key, "frl.batch_size=120"])
+    assert list(cfg.frl.worker_counts()) == [2, 3, 4] and cfg.frl.batch_size == 120
+    with pytest.raises(C.ConfigError, match=r"frl.batch_size: 128 does not divide over 3 worker\(s\), which the "
+                                            r"elastic range frl.min_workers..num_workers = 2..4 allows .*; choose a "
+                                            r"multiple of 12 or a narrower range"):
+        C.apply_overrides(cfg, ["frl.batch_size=128"])
+    assert list(C.preset("smoke").frl.worker_counts()) == [2], "min_workers 0: the fixed count"
+
+
+def test_the_elastic_range_is_placement_not_part_of_a_stage_fingerprint():
+    from paw_ray.train.trainer import worker_count_for_ray
+
+    fixed = C.preset("smoke")
+    elastic = C.apply_overrides(fixed, ["frl.min_workers=1"])
+    assert C.semantic_dict(fixed.frl) == C.semantic_dict(elastic.frl)
+    assert worker_count_for_ray(fixed.frl) == 2 and worker_count_for_ray(elastic.frl) == (1, 2)
 
 
 def test_yaml_round_trip_and_errors(tmp_path):

@@ -103,9 +103,10 @@ def check_placement_fits(cfg: Config) -> None:
     asks = []  # (what, CPUs, GPUs)
     for stage in TRAIN_STAGES:
         s = getattr(cfg, stage)
-        asks.append((f"{stage}: {s.num_workers} Train worker(s) x {s.cpus_per_worker:g} CPU"
+        fewest = s.worker_counts()[0]  # an elastic stage starts with what there is, down to its minimum
+        asks.append((f"{stage}: {fewest} Train worker(s) x {s.cpus_per_worker:g} CPU"
                      + (" + 1 GPU" if s.use_gpu else ""),
-                     s.num_workers * s.cpus_per_worker, s.num_workers if s.use_gpu else 0))
+                     fewest * s.cpus_per_worker, fewest if s.use_gpu else 0))
     asks.append((f"parts: {cfg.parts.num_cpus:g} CPU + {cfg.parts.num_gpus:g} GPU per task",
                  cfg.parts.num_cpus, cfg.parts.num_gpus))
     lc = cfg.localize

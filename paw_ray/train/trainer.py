@@ -21,13 +21,21 @@ from paw_ray.train.checkpoints import load_state, save_state
 from paw_ray.train.loop import STATE_FILE, train_worker_loop
 from paw_ray.train.progress import ProgressTail, progress_dir
 
-__all__ = ["run_train_stage", "ray_train_storage"]
+__all__ = ["run_train_stage", "ray_train_storage", "worker_count_for_ray"]
 
 
 def ray_train_storage(run_dir: str) -> str:
     """Where Ray Train keeps a run's per-epoch checkpoints (inside the run directory)."""
     path = storage.join(run_dir, "ray_train")
     return storage.absolute(path)
+
+
+def worker_count_for_ray(scfg: StageConfig) -> int | tuple[int, int]:
+    """``ScalingConfig.num_workers``: the fixed count, or ``(min, max)`` for an elastic stage.
+    A resized stage restarts its workers from the last checkpoint; each recomputes its share
+    of the global batch from the world size (``loop.train_worker_loop``)."""
+    counts = scfg.worker_counts()
+    return (counts[0], counts[-1]) if len(counts) > 1 else scfg.num_workers
 
 
 def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
@@ -52,9 +60,9 @@ def run_train_stage(stage: str, cfg: Config, run_dir: str, fingerprint: str,
                            "decoder": decoder, "progress": progress_dir(run_dir, stage),
                            "events": {"run_dir": run_dir, "name": stage}},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=scfg.num_workers, use_gpu=scfg.use_gpu,
+            num_workers=worker_count_for_ray(scfg), use_gpu=scfg.use_gpu,
             resources_per_worker={"CPU": scfg.cpus_per_worker, **({"GPU": 1} if scfg.use_gpu else {})},
-            placement_strategy=scfg.placement,
+            placement_strategy=scfg.placement, elastic_resize_monitor_interval_s=cfg.ray.elastic_resize_s,
         ),
         run_config=ray.train.RunConfig(
             name=f"{stage}-{fingerprint}",
