@@ -116,18 +116,39 @@ class LocalCluster:
             self.wait_nodes(1, timeout)
             # one node at a time, each in its own temp dir: nodes starting together on one
             # machine can race for the same socket names in a shared session folder
-            for i, cpus in enumerate(self.worker_cpus):
-                name = f"worker{i + 1}"
-                self._spawn(name, ["--address", self.address, "--node-ip-address", "127.0.0.1",
-                                   "--num-cpus", str(cpus), "--num-gpus", "0",
-                                   "--resources", json.dumps({f"paw_{name}": 1}),
-                                   "--temp-dir", os.path.join(self.temp_dir, f"w{i + 1}"),
-                                   "--disable-usage-stats"])
+            for i in range(len(self.worker_cpus)):
+                self._spawn_worker(i + 1, os.path.join(self.temp_dir, f"w{i + 1}"))
                 self.wait_nodes(2 + i, timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn_worker(self, node: int, temp_dir: str) -> None:
+        """``ray start`` of worker node ``node`` (its index in ``procs``), joined to the head."""
+        name = self.node_names[node]
+        self._spawn(name, ["--address", self.address, "--node-ip-address", "127.0.0.1",
+                           "--num-cpus", str(self.worker_cpus[node - 1]), "--num-gpus", "0",
+                           "--resources", json.dumps({f"paw_{name}": 1}), "--temp-dir", temp_dir,
+                           "--disable-usage-stats"])
+
+    def stop_node(self, node: int) -> None:
+        """Lose worker node ``node`` (its index in ``procs``) as a machine is lost: its ``ray
+        start``, raylet and workers killed at once, by pid."""
+        for pid in processes.descendants(self.procs[node].pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.procs[node].wait(timeout=30)
+
+    def restart_node(self, node: int, timeout: float = 180.0) -> None:
+        """Start worker node ``node`` again after ``stop_node``: the same name and CPUs, a new
+        Ray node (new id, new temp dir); returns once the cluster counts it alive."""
+        alive = sum(1 for x in self.nodes() if x.get("state") == "ALIVE")
+        self._spawn_worker(node, os.path.join(self.temp_dir, f"w{node}-again"))
+        self.procs[node], self.logs[node] = self.procs.pop(), self.logs.pop()
+        self.wait_nodes(alive + 1, timeout)
 
     def stop(self, grace: float = 15.0) -> list[int]:
         """Stop this cluster's processes only; return the pids that had to be killed by marker."""

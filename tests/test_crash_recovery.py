@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import random
 import signal
 import subprocess
@@ -167,11 +166,7 @@ def crash_run(tmp_path_factory):
                                   and _node_running_a_part(cluster)), third, log3)
             info["stopped"] = cluster.node_names[node]
             info["stopped_at"] = time.time()
-            for pid in processes.descendants(cluster.procs[node].pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            cluster.stop_node(node)
             info["third_rc"] = third.wait(TIMEOUT)
             info["log1"], info["log2"], info["log3"] = (open(log).read() for log in (log1, log2, log3))
             info["nodes"] = {info["names"].get(n["node_id"], n["node_id"]): n["state"] for n in cluster.nodes()}

@@ -1,7 +1,9 @@
 """Cluster use, for real: a head and two worker nodes started with ``ray start`` as separate
 processes on 127.0.0.1 (token auth on, as Ray 2.60 sets it up), the smoke pipeline submitted
-with ``ray job submit --working-dir . -- python jobs/train.py``; then, on the run directory
-that job left, cluster-scale retraining from ``parts`` on new data and a Ray Tune search.
+with ``ray job submit --working-dir . -- python jobs/train.py``; its FRL stage is elastic
+(one or two workers) and loses a worker node while it trains, which comes back later. Then,
+on the run directory that job left, cluster-scale retraining from ``parts`` on new data and a
+Ray Tune search.
 
 One pipeline run serves every test here (module fixture); the cluster is stopped as soon as
 the job is done, pass or fail, so the later tests run on the module's local Ray.
@@ -19,27 +21,68 @@ import pytest
 from paw_ray import config as C
 from paw_ray import storage
 from paw_ray.train.manifest import Manifest
+from paw_ray.train.progress import progress_dir
 from paw_ray.train.stage_table import STAGES
 from paw_ray.train.stages.parts import part_dir
 
+import processes
 from ray_cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The smoke preset, trimmed where it only costs time here (placement is what is tested):
-# fewer images and epochs, and the FRL's two DDP workers spread over two nodes.
-JOB_SETS = ["data.synth_n=400", "frl.epochs=3", "whole.epochs=3", "parts.epochs=1", "fusion.epochs=1",
-            "frl.placement=SPREAD"]
+# fewer images and epochs; the FRL elastic over one or two DDP workers of 1.5 CPUs, which only
+# the worker nodes (2 CPUs each, the head has 1) can hold, one per node; a resize looks for
+# room every 5 s. The FRL's epochs leave time for a node to stop and start again (about a
+# minute on a busy 2-core machine) while it trains: later epochs come from the decoded cache
+# and take seconds.
+FRL_EPOCHS = 12
+JOB_SETS = ["data.synth_n=400", f"frl.epochs={FRL_EPOCHS}", "whole.epochs=3", "parts.epochs=1", "fusion.epochs=1",
+            "frl.placement=SPREAD", "frl.min_workers=1", "frl.cpus_per_worker=1.5", "ray.elastic_resize_s=5"]
+JOB_TIMEOUT = 3000
 
 
 def job_config() -> C.Config:
     return C.apply_overrides(C.preset("smoke"), JOB_SETS)
 
 
+def _latest_frl_checkpoint(run_dir: str) -> dict | None:
+    """The metrics of the FRL epoch whose checkpoint Ray Train recorded last (its checkpoint
+    manager's snapshot), or None before the first."""
+    folder = os.path.join(run_dir, "ray_train")
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        snapshot = os.path.join(folder, name, "checkpoint_manager_snapshot.json")
+        if name.startswith("frl-") and os.path.exists(snapshot):
+            state = storage.read_json(snapshot)
+            state = json.loads(state) if isinstance(state, str) else state
+            return (state.get("latest_checkpoint_result") or {}).get("metrics")
+    return None
+
+
+def _frl_epochs_trained_by(run_dir: str, workers: int) -> list[dict]:
+    """The FRL's finished-epoch records (``train.progress``) trained by ``workers`` workers."""
+    folder = progress_dir(run_dir, "frl")
+    records = [storage.read_json(os.path.join(folder, n)) for n in sorted(os.listdir(folder))] \
+        if os.path.isdir(folder) else []
+    return [r for r in records if r["workers"] == workers]
+
+
+def _wait(what: str, predicate, timeout: float = JOB_TIMEOUT):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"no {what} after {timeout}s")
+
+
 @pytest.fixture(scope="module")
 def cluster_job(tmp_path_factory):
-    """Start the cluster, submit the pipeline, wait, record what ran where, stop the cluster."""
+    """Start the cluster, submit the pipeline; once the FRL has a checkpoint trained by two
+    workers, stop a node that holds one of them, and start it again once the FRL trains on
+    with one; wait for the job, record what ran where, stop the cluster."""
     run_dir = str(tmp_path_factory.mktemp("multinode") / "run")  # absolute, under /tmp: every node sees it
     cluster = LocalCluster(head_cpus=1, workers=(2, 2))
     info: dict = {"run_dir": run_dir}
@@ -47,19 +90,30 @@ def cluster_job(tmp_path_factory):
     try:
         cluster.start()
         info["start_s"] = round(time.time() - t0, 1)
-        info["names"] = cluster.node_names_by_id()
         sub_id = f"paw-multinode-{cluster.id}"
         t1 = time.time()
-        cmd = ["job", "submit", "--submission-id", sub_id, "--working-dir", ROOT, "--",
+        cmd = ["job", "submit", "--no-wait", "--submission-id", sub_id, "--working-dir", ROOT, "--",
                "python", "jobs/train.py", "--preset", "smoke", "--run-dir", run_dir]
         for s in JOB_SETS:
             cmd += ["--set", s]
-        out = cluster.ray(*cmd, timeout=3000, check=False)
+        cluster.ray(*cmd)
+        # the elastic FRL loses a node after a checkpoint of two workers' training, and gets it back
+        info["checkpoint_at_loss"] = _wait("an FRL checkpoint trained by two workers", lambda: (
+            (m := _latest_frl_checkpoint(run_dir)) and m["workers"] == 2 and m))
+        info["lost_node"] = _wait("a worker node holding an FRL worker", lambda: next(
+            (i for i in range(1, len(cluster.procs)) if any(
+                processes.runs(pid, "ray::RayTrainWorker") for pid in processes.descendants(cluster.procs[i].pid))),
+            None))
+        cluster.stop_node(info["lost_node"])
+        info["lost_at"] = time.time()
+        _wait("an FRL epoch trained by one worker", lambda: _frl_epochs_trained_by(run_dir, 1), timeout=900)
+        cluster.restart_node(info["lost_node"])
+        info["back_at"] = time.time()
+        info["logs"] = cluster.ray("job", "logs", "--follow", sub_id, timeout=JOB_TIMEOUT, check=False).stdout
         info["job_s"] = round(time.time() - t1, 1)
-        info["submit_rc"] = out.returncode
         info["status"] = cluster.ray("job", "status", sub_id, check=False).stdout
         info["succeeded"] = f"Job '{sub_id}' succeeded" in info["status"]
-        info["logs"] = cluster.ray("job", "logs", sub_id, check=False).stdout
+        info["names"] = cluster.node_names_by_id()  # the restarted node is a new Ray node
         info["actors"] = json.loads(cluster.ray("list", "actors", "--format", "json", "--detail",
                                                 "--limit", "10000").stdout)
         info["part_tasks"] = json.loads(cluster.ray("list", "tasks", "--format", "json", "--limit", "10000",
@@ -80,7 +134,6 @@ def _names(info, node_ids):
 def test_job_succeeds_with_complete_run_directory(cluster_job):
     info = cluster_job
     assert info["succeeded"], info["status"] + info["logs"][-3000:]
-    assert info["submit_rc"] == 0
     assert "[run] finished" in info["logs"]
     manifest = Manifest.load_or_create(info["run_dir"])
     assert list(manifest.stages) == list(STAGES)
@@ -107,11 +160,28 @@ def test_part_tasks_ran_on_several_nodes(cluster_job):
     print(f"\n[multinode] part tasks per node: {per_node}")
 
 
+def test_an_elastic_stage_shrinks_when_it_loses_a_node_and_grows_when_one_returns(cluster_job):
+    info = cluster_job
+    history = Manifest.load_or_create(info["run_dir"]).stages["frl"].metrics["history"]
+    trained = [(h["epoch"], h["attempt"], h["workers"]) for h in history]
+    print(f"\n[elastic] FRL (epoch, attempt, workers): {trained}; node lost after the checkpoint of epoch "
+          f"{info['checkpoint_at_loss']['epoch']}")
+    assert [e for e, _, _ in trained] == list(range(FRL_EPOCHS)), "every epoch once"
+    kept = info["checkpoint_at_loss"]["epoch"]
+    assert all((a, w) == (0, 2) for _, a, w in trained[:kept + 1]), "no checkpointed epoch trained again"
+    shrunk = [(e, a) for e, a, w in trained if a >= 1 and w == 1]
+    assert shrunk, "went on with one worker after the loss"
+    grown = [(e, a) for e, a, w in trained if e > shrunk[0][0] and a > shrunk[0][1] and w == 2]
+    assert grown, "a later resize took the returned node back"
+    assert len(history[grown[0][0]]["nodes"]) == 2 and history[grown[0][0]]["started_at"] > info["back_at"]
+
+
 def test_train_workers_ran_on_several_nodes(cluster_job):
     info = cluster_job
     manifest = Manifest.load_or_create(info["run_dir"])
     frl = manifest.stages["frl"].metrics
-    assert frl["workers"] == 2 and len(frl["nodes"]) == 2, "DDP over two nodes (placement SPREAD)"
+    assert {n for h in frl["history"] for n in h["nodes"]} <= set(info["names"])
+    assert max(len(h["nodes"]) for h in frl["history"]) == 2, "DDP over two nodes (placement SPREAD)"
     where = {s: _names(info, manifest.stages[s].metrics["nodes"]) for s in ("frl", "hint", "whole", "fusion",
                                                                            "finetune")}
     workers = [a for a in info["actors"] if a["class_name"] == "RayTrainWorker"]
