@@ -11,10 +11,12 @@ import threading
 import time
 
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
+from celeba_fixtures import make_celeba
 from paw_ray import storage
-from paw_ray.data import shards
+from paw_ray.data import celeba, shards
 from paw_ray.data.identity import changed_shards, verify_shards
 from paw_ray.data.synthfaces import synthesize
 
@@ -91,6 +93,19 @@ def test_a_data_set_on_the_bucket_is_checked_by_content(store):
     storage.write_bytes_atomic(storage.join(data, rel), bytes(raw))
     with pytest.raises(shards.ShardError, match=f"{data}/{rel} \\(same size, other SHA-256\\)"):
         verify_shards(data, info, "auto", log=lambda _: None)
+
+
+def test_prepare_celeba_writes_its_shards_and_their_content_into_the_bucket(store, ray_local, tmp_path):
+    """Its Ray Data tasks write from the workers (which reach the store as the driver does)."""
+    fx = make_celeba(tmp_path / "celeba")
+    out = f"s3://{BUCKET}/celeba"
+    info = celeba.prepare_celeba(str(fx.root), out, image_size=32, chunk_size=4, progress=lambda _: None)
+    assert shards.check_data(out) == info and sum(info.num_rows.values()) == len(fx.ids)
+    assert changed_shards(out, info, "full") == [], "each shard's size and SHA-256 as written"
+    fs, _ = storage.resolve(out)
+    ids = [i for split in shards.SPLITS for f in shards.shard_files(out, info, split)
+           for i in pq.read_table(f.removeprefix("s3://"), filesystem=fs, columns=["image_id"]).column(0).to_pylist()]
+    assert sorted(ids) == fx.ids
 
 
 def test_a_store_down_through_every_retry_is_named_with_the_tries(store, monkeypatch, capsys):
