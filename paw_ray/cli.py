@@ -318,6 +318,49 @@ def _add_output_parsers(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from paw_ray.serve.http import run_service  # imports Ray Serve: only when serving
+
+    given = {"run_dir": args.run_dir, "model": args.model, "decision_rule": args.decision_rule,
+             "min_face": args.min_face, "detect_threshold": args.detect_threshold, "face_margin": args.face_margin,
+             "num_replicas": args.num_replicas, "num_cpus": args.num_cpus, "num_gpus": args.num_gpus,
+             "max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout,
+             "max_request_bytes": args.max_request_bytes}
+    run_service({k: v for k, v in given.items() if v is not None}, args.host, args.port, args.address or "",
+                log=_stderr)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="answer HTTP requests with a Ray Serve application",
+                       description="Deploy the cascade on Ray Serve (a local Ray, or --address): POST an image to "
+                                   "/predict (raw body or a multipart 'image' upload; ?detect=none takes the whole "
+                                   "image as the face) for the rows `paw-ray predict` writes for it, as JSON with "
+                                   "the model's identity; GET /healthz, /readyz, /stats. Requests are batched per "
+                                   "replica. Runs until Ctrl-C.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", metavar="DIR", help="a finished run directory")
+    source.add_argument("--model", metavar="DIR", help="a model folder (paw-ray export --format folder)")
+    p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
+                   help="fitted: the temperature and threshold per attribute that evaluate fitted (default); "
+                        "fixed: probability > 0.5")
+    add_detection_args(p)
+    p.add_argument("--face-margin", type=float, metavar="M",
+                   help="face-box margin for a detected face (default: the training faces' margin)")
+    p.add_argument("--num-replicas", type=int, metavar="N", help="replicas, each with the model loaded (default 1)")
+    p.add_argument("--num-cpus", type=float, metavar="C", help="CPUs per replica (default 1)")
+    p.add_argument("--num-gpus", type=float, metavar="G", help="GPUs per replica (default 0)")
+    p.add_argument("--max-batch-size", type=int, metavar="N", help="requests per forward pass at most (default 8)")
+    p.add_argument("--batch-wait-timeout", type=float, metavar="S",
+                   help="seconds a batch waits for more requests (default 0.01)")
+    p.add_argument("--max-request-bytes", type=int, metavar="B",
+                   help="larger request bodies are refused with 413 (default 20 MiB)")
+    p.set_defaults(func=_cmd_serve)
+
+
 # --------------------------------------------------------------------------- parser
 
 def package_version() -> str:
@@ -357,6 +400,7 @@ def _parser_and_subcommands():
     _add_training_parsers(sub)
     _add_experiment_parsers(sub)
     _add_output_parsers(sub)
+    _add_serve_parser(sub)
     return parser, sub
 
 

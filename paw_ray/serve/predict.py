@@ -54,12 +54,24 @@ from paw_ray.errors import PawRayError
 from paw_ray.metrics import DecisionRule
 from paw_ray.train.trained_run import fell_back
 
-__all__ = ["IMAGE_SUFFIXES", "Face", "Prediction", "Predictor", "open_image", "parse_box", "read_boxes_csv",
-           "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]
+__all__ = ["IMAGE_SUFFIXES", "InputError", "Face", "Prediction", "Predictor", "open_image", "parse_box",
+           "read_boxes_csv", "expand_inputs", "write_jsonl", "write_csv", "write_explanation", "DEFAULT_EXPLAIN"]
 
 DEFAULT_EXPLAIN = ("Smiling", "Eyeglasses", "Wearing_Hat")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+class InputError(PawRayError):
+    """One input that cannot be predicted, and which problem (``problem``, one of
+    ``INPUT_PROBLEMS``): for callers that answer each kind differently (the HTTP service)."""
+
+    def __init__(self, message: str, problem: str):
+        super().__init__(message)
+        self.problem = problem
+
+
+INPUT_PROBLEMS = ("missing", "not an image", "too large", "does not decode", "no face", "unusable face box")
 
 
 def parse_box(text: str, where: str = "--box") -> tuple[float, float, float, float]:
@@ -163,13 +175,13 @@ def open_image(source: str, data: bytes | None = None) -> Image.Image:
         with Image.open(source if data is None else io.BytesIO(data)) as im:
             return ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError:
-        raise PawRayError(f"{source}: no such file") from None
+        raise InputError(f"{source}: no such file", "missing") from None
     except UnidentifiedImageError:
-        raise PawRayError(f"{source}: not an image (Pillow cannot identify its format)") from None
+        raise InputError(f"{source}: not an image (Pillow cannot identify its format)", "not an image") from None
     except Image.DecompressionBombError as e:
-        raise PawRayError(f"{source}: image too large to decode safely ({e})") from None
+        raise InputError(f"{source}: image too large to decode safely ({e})", "too large") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise PawRayError(f"{source}: the image does not decode ({e})") from None
+        raise InputError(f"{source}: the image does not decode ({e})", "does not decode") from None
 
 
 class Predictor:
@@ -204,6 +216,7 @@ class Predictor:
         self.split, self.batch_size, self.explain = split, max(1, batch_size), explain
         self.detect = detect
         self._detector = FaceDetector(detection) if detect == "auto" else None
+        self.detection = detection
         self.trained_cut, trained_margin = run.face_cut()
         self.face_margin = trained_margin if face_margin is None else float(face_margin)
         self.errors: list[str] = []
@@ -230,32 +243,36 @@ class Predictor:
 
     # ------------------------------------------------------------------ inputs
 
-    def _box_for(self, path: str):
+    def _box_for(self, path: str, detect: str | None):
         if self.box is not None:
             return self.box, "--box"
         for key in (path, os.path.basename(path), os.path.normpath(path)):
             if key in self.boxes:
                 return self.boxes[key], "--boxes"
-        return None, "detector" if self._detector is not None else "whole image"
+        return None, "detector" if (detect or self.detect) == "auto" else "whole image"
 
     def load_faces(self, path: str) -> list[Face]:
         """Read and orient one image file; its faces (``faces_in``)."""
         return self.faces_in(open_image(path), path)
 
-    def faces_in(self, im: Image.Image, path: str) -> list[Face]:
+    def faces_in(self, im: Image.Image, path: str, detect: str | None = None) -> list[Face]:
         """Cut each face square of an RGB photo (given, detected, or the whole image) and resize
-        it. A photo where the detector finds no face is an error naming ``path``."""
+        it. A photo where the detector finds no face is an error naming ``path``. ``detect``
+        overrides the predictor's mode for this photo (the HTTP service's per-request choice)."""
+        if detect is not None and detect not in DETECT_MODES:
+            raise PawRayError(f"detect {detect!r}: one of {', '.join(DETECT_MODES)}")
         width, height = im.size
-        box, source = self._box_for(path)
+        box, source = self._box_for(path, detect)
         found = [(box, None)]
         margin = 0.0
         if source == "detector":
+            self._detector = self._detector or FaceDetector(self.detection)
             found = [(f.box, f.score) for f in self._detector(im)]
             if not found:
-                raise PawRayError(
+                raise InputError(
                     f"{path}: no face found (faces of at least {self._detector.smallest_face(width, height):.0f} px, "
                     f"score above {self._detector.settings.threshold:g}); give --box x,y,w,h, a smaller "
-                    "--min-face, or --detect none to take the whole image as the face")
+                    "--min-face, or --detect none to take the whole image as the face", "no face")
             self.detected.append(path)
             margin = self.face_margin
         elif source == "whole image":
@@ -266,7 +283,7 @@ class Predictor:
             try:
                 square, _ = facebox.face_square(face_box, None, width, height, margin)
             except facebox.FaceBoxError as e:
-                raise PawRayError(f"{path}: face box {tuple(face_box)} unusable ({e})") from None
+                raise InputError(f"{path}: face box {tuple(face_box)} unusable ({e})", "unusable face box") from None
             face = facebox.cut_square(im, square, self.image_size)
             pixels = np.ascontiguousarray(np.asarray(face, dtype=np.uint8).transpose(2, 0, 1))
             faces.append(Face(path, os.path.basename(path), pixels, tuple(float(v) for v in square),
