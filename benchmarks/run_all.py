@@ -29,6 +29,7 @@ BENCHMARKS = {
     "scaling": ("bench_scaling.py", []),
     "roofline": ("bench_roofline.py", []),
     "models": ("bench_models.py", ["--threads", "1"]),
+    "serve": ("bench_serve.py", []),
     "main_job": ("bench_main_job.py", []),  # last: the demo main job twice (about 40 min on 2 CPUs)
 }
 

@@ -274,13 +274,13 @@ def build_app(args: dict):
     ).bind(spec, config)
 
 
-def start(args: dict, host: str = "127.0.0.1", port: int = 8000) -> str:
-    """Serve's HTTP proxy on ``host:port`` and the application deployed (returns once its
-    replicas are up): the base URL. Ray must be connected."""
+def start(args: dict, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME, route_prefix: str = "/") -> str:
+    """Serve's HTTP proxy on ``host:port`` and the application deployed as ``name`` under
+    ``route_prefix`` (returns once its replicas are up): its base URL. Ray must be connected."""
     app = build_app(args)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name=APP_NAME, route_prefix="/")
-    return f"http://{host}:{port}"
+    serve.run(app, name=name, route_prefix=route_prefix)
+    return f"http://{host}:{port}{route_prefix.rstrip('/')}"
 
 
 def run_service(args: dict, host: str, port: int, address: str = "", log: Callable[[str], None] = print) -> None:
