@@ -240,7 +240,8 @@ class PawService:
 
 
 def _typed(cls, args: dict) -> dict:
-    """``args`` (strings from ``serve run``, or values) as ``cls``'s fields' types; unknown keys refused."""
+    """``args`` (strings from ``serve run``, or values) as ``cls``'s fields' types, keeping only ``cls``'s
+    fields (``build_app`` has refused any key that is no field of either class)."""
     hints = typing.get_type_hints(cls)
     out = {}
     for key, value in args.items():
