@@ -65,7 +65,12 @@ RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 TRANSIENT_MARKERS = ("NETWORK_CONNECTION", "curlCode", "SlowDown", "ServiceUnavailable", "Service Unavailable",
                      "503", "Throttl", "RequestTimeout", "InternalError", "Connection reset")
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")  # one filesystem per bucket; a path inside it is bucket/key
-_filesystems: dict[tuple[str, str, str], pafs.FileSystem] = {}
+# where a bucket's store is and who asks it, read from the environment when its filesystem is
+# made: a filesystem is kept per bucket and per these settings, so a process pointed at another
+# endpoint (another S3-compatible server) or other credentials never reuses the old one
+_STORE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_REGION",
+              "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS")
+_filesystems: dict[tuple, pafs.FileSystem] = {}
 _filesystems_lock = threading.Lock()
 
 T = TypeVar("T")
@@ -130,13 +135,13 @@ def absolute(location: str) -> str:
 
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and the path inside it for ``location``; on an object store the
-    bucket's filesystem is made on first use and kept for the process."""
+    bucket's filesystem is made on first use and kept for the process (per ``_STORE_ENV``)."""
     if is_local(location):
         return pafs.LocalFileSystem(), local_path(location)
     parts = urllib.parse.urlsplit(location)
     if parts.scheme not in _BUCKET_SCHEMES:
         return pafs.FileSystem.from_uri(location)
-    key = (parts.scheme, parts.netloc, parts.query)
+    key = (parts.scheme, parts.netloc, parts.query, *(os.environ.get(k) for k in _STORE_ENV))
     with _filesystems_lock:
         fs = _filesystems.get(key)
         if fs is None:

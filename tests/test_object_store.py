@@ -57,6 +57,16 @@ def test_one_filesystem_per_bucket_with_the_paths_pyarrow_gives(store):
     assert fs_b is not fs_a
 
 
+def test_a_store_at_another_endpoint_gets_a_filesystem_of_its_own(store, monkeypatch):
+    """A process pointed at another server (another test's, another S3-compatible store) never
+    reuses the filesystem made for the first one."""
+    here, _ = storage.resolve(f"s3://{BUCKET}/x")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    elsewhere, _ = storage.resolve(f"s3://{BUCKET}/x")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", store.endpoint)
+    assert elsewhere is not here and storage.resolve(f"s3://{BUCKET}/y")[0] is here
+
+
 def test_a_missing_bucket_is_named_at_once_not_retried(store, capsys):
     uri = "s3://no-such-bucket-here/runs/x/manifest.json"
     with pytest.raises(storage.StorageError, match=r"s3://no-such-bucket-here/runs/x/manifest.json: writing it "
