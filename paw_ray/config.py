@@ -428,7 +428,6 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
     return cfg
 
 
-
 def _batch_over_workers(name: str, s: StageConfig) -> list[str]:
     """``batch_size`` is the global batch: each of W workers takes ``batch_size / W`` a step.
     It must divide over every count the stage may train with, or a resized stage would train

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,12 @@ import uuid
 
 import processes
 
-from paw_ray.train.cluster import LOCAL_SYSTEM_CONFIG
+from paw_ray.train.cluster import LOCAL_SYSTEM_CONFIG, free_local_port
 
 MARKER = "PAW_RAY_TEST_CLUSTER"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = free_local_port  # ports for the test clusters' nodes and servers, on 127.0.0.1
 
 
 def _ray_bin() -> str:

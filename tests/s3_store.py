@@ -13,8 +13,6 @@ from moto.server import ThreadedMotoServer
 from ray_cluster import free_port
 
 BUCKET = "paw-ray-test"
-ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-            "AWS_EC2_METADATA_DISABLED")
 
 
 class Store:
@@ -42,8 +40,8 @@ class Store:
 def running_store() -> Iterator[Store]:
     """A started store with ``BUCKET`` in it, named in this process's environment until the
     block ends (then the environment is put back and the server stopped)."""
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
     store = Store()
+    saved = {k: os.environ.get(k) for k in store.env}
     store.start()
     os.environ.update(store.env)
     try:

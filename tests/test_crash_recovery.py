@@ -41,6 +41,7 @@ from paw_ray.train.stages.parts import part_dir
 
 import processes
 from ray_cluster import LocalCluster
+from ray_train_records import latest_checkpoint_metrics
 from s3_store import BUCKET, running_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the module fixture runs the whole pipeline
@@ -73,19 +74,6 @@ def _finished_at(record: dict) -> float:
     """When a part's last epoch ended (its done record is written right after)."""
     last = record["history"][-1]
     return last["started_at"] + last["epoch_time_s"]
-
-
-def _frl_checkpointed(run_dir: str) -> bool:
-    """Whether Ray Train has recorded a checkpoint of the FRL stage: its checkpoint manager's
-    snapshot names one, so a restarted run with the same name resumes from it."""
-    for name in storage.listdir(storage.join(run_dir, "ray_train")):
-        snapshot = storage.join(run_dir, "ray_train", name, "checkpoint_manager_snapshot.json")
-        if name.startswith("frl-") and storage.exists(snapshot):
-            state = storage.read_json(snapshot)
-            state = json.loads(state) if isinstance(state, str) else state
-            if state.get("latest_checkpoint_result"):
-                return True
-    return False
 
 
 def _node_running_a_part(cluster: LocalCluster) -> int | None:
@@ -146,7 +134,7 @@ def crash_run(tmp_path_factory):
             cluster.start()
             info["names"] = cluster.node_names_by_id()
             first, log1 = driver(1)
-            _wait("a checkpoint of the FRL stage", lambda: _frl_checkpointed(run_dir), first, log1, every=0.5)
+            _wait("a checkpoint of the FRL stage", lambda: latest_checkpoint_metrics(run_dir, "frl"), first, log1, every=0.5)
             info["first_rc"] = kill(first)
             info["manifest_at_frl_kill"] = _manifest(run_dir)
 

@@ -27,6 +27,7 @@ from paw_ray.train.stages.parts import part_dir
 
 import processes
 from ray_cluster import LocalCluster
+from ray_train_records import latest_checkpoint_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -45,19 +46,6 @@ JOB_TIMEOUT = 3000
 
 def job_config() -> C.Config:
     return C.apply_overrides(C.preset("smoke"), JOB_SETS)
-
-
-def _latest_frl_checkpoint(run_dir: str) -> dict | None:
-    """The metrics of the FRL epoch whose checkpoint Ray Train recorded last (its checkpoint
-    manager's snapshot), or None before the first."""
-    folder = os.path.join(run_dir, "ray_train")
-    for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        snapshot = os.path.join(folder, name, "checkpoint_manager_snapshot.json")
-        if name.startswith("frl-") and os.path.exists(snapshot):
-            state = storage.read_json(snapshot)
-            state = json.loads(state) if isinstance(state, str) else state
-            return (state.get("latest_checkpoint_result") or {}).get("metrics")
-    return None
 
 
 def _frl_epochs_trained_by(run_dir: str, workers: int) -> list[dict]:
@@ -99,7 +87,7 @@ def cluster_job(tmp_path_factory):
         cluster.ray(*cmd)
         # the elastic FRL loses a node after a checkpoint of two workers' training, and gets it back
         info["checkpoint_at_loss"] = _wait("an FRL checkpoint trained by two workers", lambda: (
-            (m := _latest_frl_checkpoint(run_dir)) and m["workers"] == 2 and m))
+            (m := latest_checkpoint_metrics(run_dir, "frl")) and m["workers"] == 2 and m))
         info["lost_node"] = _wait("a worker node holding an FRL worker", lambda: next(
             (i for i in range(1, len(cluster.procs)) if any(
                 processes.runs(pid, "ray::RayTrainWorker") for pid in processes.descendants(cluster.procs[i].pid))),

@@ -10,7 +10,7 @@ from paw_ray.config import Config, RayConfig
 from paw_ray.errors import PawRayError
 from paw_ray.train.stage_table import TRAIN_STAGES
 
-__all__ = ["ensure_ray", "check_placement_fits", "cluster_address_env", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["ensure_ray", "check_placement_fits", "cluster_address_env", "free_local_port", "LOCAL_SYSTEM_CONFIG"]
 
 # Ray keeps as many idle worker processes as the node has CPUs and kills the rest after 1 s
 # idle. Ray Data's short tasks and the part tasks (less than a CPU each) run in more
@@ -45,7 +45,7 @@ def ensure_ray(rcfg: RayConfig) -> bool:
         # polls to free the worker group of a controller that died (e.g. a Tune trial
         # stopped early): without it those CPUs stay reserved and later trials wait forever.
         # Bound to 127.0.0.1, on a port chosen here so that its address is known at start.
-        dashboard_port = _free_local_port()
+        dashboard_port = free_local_port()
         kwargs = {"num_cpus": rcfg.num_cpus or None, "include_dashboard": True,
                   "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
                   "_system_config": LOCAL_SYSTEM_CONFIG}
@@ -82,7 +82,7 @@ def cluster_address_env(address: str, dashboard_port: int | None = None) -> dict
     return {"RAY_ADDRESS": address}
 
 
-def _free_local_port() -> int:
+def free_local_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
