@@ -260,6 +260,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    """Where a trained model comes from: a run directory or a model folder, one of them."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", metavar="DIR", help="a finished run directory")
+    source.add_argument("--model", metavar="DIR", help="a model folder (paw-ray export --format folder)")
+
+
+def _add_decision_rule(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
+                   help="fitted: the temperature and threshold per attribute that evaluate fitted on the "
+                        "validation split (default); fixed: probability > 0.5")
+
+
+def _add_face_margin(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--face-margin", type=float, metavar="M",
+                   help="face-box margin for a detected face, as a share of its side (default: the margin "
+                        "the run's training faces were cut with)")
+
+
 def _add_output_parsers(sub) -> None:
     p = sub.add_parser("report", help="HTML report with the paper's figures for a run directory",
                        description="Write <run-dir>/report/index.html and its PNG figures: accuracy per "
@@ -276,9 +295,7 @@ def _add_output_parsers(sub) -> None:
                                    "photo is the face). Exit status 1 if any input could not be read or held "
                                    "no face.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or shard folder")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-dir", metavar="DIR", help="a finished run directory")
-    source.add_argument("--model", metavar="DIR", help="a model folder (paw-ray export --format folder)")
+    _add_model_source(p)
     p.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
     p.add_argument("--format", choices=["jsonl", "csv"],
                    help="output format (default: csv for a .csv --out, else jsonl)")
@@ -289,18 +306,14 @@ def _add_output_parsers(sub) -> None:
                    help="auto: find the faces in a photo given no box (default); none: take the whole photo "
                         "as the face")
     add_detection_args(p)
-    p.add_argument("--face-margin", type=float, metavar="M",
-                   help="face-box margin for a detected face, as a share of its side (default: the margin "
-                        "the run's training faces were cut with)")
+    _add_face_margin(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                    help="rows of a shard folder input to predict (default: test)")
     p.add_argument("--explain", metavar="DIR", help="write an overlay PNG per image into DIR")
     p.add_argument("--explain-attributes", default="Smiling,Eyeglasses,Wearing_Hat", metavar="LIST",
                    help="attributes whose heatmaps --explain draws (default: Smiling,Eyeglasses,Wearing_Hat)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
-                   help="fitted: the temperature and threshold per attribute that evaluate fitted on the "
-                        "validation split (default); fixed: probability > 0.5")
+    _add_decision_rule(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="export the cascade as one TorchScript or ONNX model, or a model folder",
@@ -312,9 +325,7 @@ def _add_output_parsers(sub) -> None:
     p.add_argument("--format", required=True, choices=["torchscript", "onnx", "folder"])
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: <run-dir>/export, for folder <run-dir>/export/model)")
-    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
-                   help="fitted: the temperature and threshold per attribute that evaluate fitted on the "
-                        "validation split (default); fixed: probability > 0.5")
+    _add_decision_rule(p)
     p.set_defaults(func=_cmd_export)
 
 
@@ -338,18 +349,13 @@ def _add_serve_parser(sub) -> None:
                                    "image as the face) for the rows `paw-ray predict` writes for it, as JSON with "
                                    "the model's identity; GET /healthz, /readyz, /stats. Requests are batched per "
                                    "replica. Runs until Ctrl-C.")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-dir", metavar="DIR", help="a finished run directory")
-    source.add_argument("--model", metavar="DIR", help="a model folder (paw-ray export --format folder)")
+    _add_model_source(p)
     p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--decision-rule", default="fitted", choices=DECISION_RULES,
-                   help="fitted: the temperature and threshold per attribute that evaluate fitted (default); "
-                        "fixed: probability > 0.5")
+    _add_decision_rule(p)
     add_detection_args(p)
-    p.add_argument("--face-margin", type=float, metavar="M",
-                   help="face-box margin for a detected face (default: the training faces' margin)")
+    _add_face_margin(p)
     p.add_argument("--num-replicas", type=int, metavar="N", help="replicas, each with the model loaded (default 1)")
     p.add_argument("--num-cpus", type=float, metavar="C", help="CPUs per replica (default 1)")
     p.add_argument("--num-gpus", type=float, metavar="G", help="GPUs per replica (default 0)")

@@ -63,15 +63,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 class InputError(PawRayError):
-    """One input that cannot be predicted, and which problem (``problem``, one of
-    ``INPUT_PROBLEMS``): for callers that answer each kind differently (the HTTP service)."""
+    """One input that cannot be predicted, and which problem (``problem``: missing, not an
+    image, too large, does not decode, no face, unusable face box): for callers that answer
+    each kind differently (the HTTP service's ``STATUS``)."""
 
     def __init__(self, message: str, problem: str):
         super().__init__(message)
         self.problem = problem
-
-
-INPUT_PROBLEMS = ("missing", "not an image", "too large", "does not decode", "no face", "unusable face box")
 
 
 def parse_box(text: str, where: str = "--box") -> tuple[float, float, float, float]:
